@@ -1,0 +1,1 @@
+"""Pipelines, preprocessing and checkpoint loading."""

@@ -1,0 +1,1 @@
+"""nn.Modules with the official state-dict names, and the flow-matching schedule."""
