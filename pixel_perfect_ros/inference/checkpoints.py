@@ -1,0 +1,197 @@
+"""Strict loading of the official checkpoints (PPD_SPEC 4).
+
+The official code loads with ``strict=False``, which silently leaves a random DiT when a prefix is
+wrong. Here every missing, unexpected or mis-shaped key is an error naming the keys and the file, except
+prefixes listed below as ignored on purpose, each with its reason. Files are read with
+``torch.load(weights_only=True)`` (no code execution) and models are built on the meta device and
+filled with the file's tensors (no random init of 500M parameters, no second copy in memory).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from ..model.dinov2 import DINOV2_ARCHITECTURES
+from ..model.dit import DiT, dit_config_from_state_dict
+from ..model.semantics import DepthAnythingV2Semantics, MoGe2Semantics
+
+PPD_PREFIX = "dit."
+"""Prefix of the DiT keys in ``ppd.pth`` / ``ppd_moge.pth`` (``PixelPerfectDepth.dit``)."""
+
+PPD_IGNORED = {
+    "sem_encoder.": "the semantics encoder is loaded from its own checkpoint (--semantics); whether the "
+    "official ppd.pth also carries it could not be checked, so its keys are accepted and unused",
+}
+DA2_IGNORED = {
+    "depth_head.": "PPD builds Depth Anything v2 without its DPT depth head; only the ViT (pretrained.*) is used",
+}
+MOGE2_IGNORED = {
+    prefix: "only the MoGe-2 encoder provides PPD's semantics; the heads serve MoGe-2's own metric depth"
+    for prefix in ("neck.", "points_head.", "normal_head.", "mask_head.", "scale_head.")
+}
+
+SEMANTICS_TYPES = ("da2", "moge2")
+
+OFFICIAL_CHECKPOINTS = {
+    "ppd.pth": "PPD DiT for Depth Anything v2 semantics: huggingface.co/gangweix/Pixel-Perfect-Depth (file ppd.pth)",
+    "depth_anything_v2_vitl.pth": "Depth Anything v2 ViT-L: huggingface.co/depth-anything/Depth-Anything-V2-Large",
+    "ppd_moge.pth": "PPD DiT for MoGe-2 semantics: Google Drive link in the README of "
+    "github.com/gangweix/pixel-perfect-depth",
+    "moge2.pt": "MoGe-2 ViT-L: huggingface.co/Ruicheng/moge-2-vitl-normal (file model.pt, saved as moge2.pt)",
+}
+"""Official file name -> where users get it (none can be fetched at run time here)."""
+
+
+def download_instructions(directory: str | Path = "checkpoints") -> str:
+    """What to download by hand and where to put it, for error messages."""
+    lines = [f"  {name:<28} {where}" for name, where in OFFICIAL_CHECKPOINTS.items()]
+    return (
+        "Download the official weights by hand (nothing is fetched automatically):\n"
+        + "\n".join(lines)
+        + f"\nand put them in {directory}/ (DA2 variant: ppd.pth + depth_anything_v2_vitl.pth; MoGe-2 "
+        "variant: ppd_moge.pth + moge2.pt), or name them with --checkpoint and --semantics."
+    )
+
+_MAX_LISTED = 8
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or does not match the model it should fill."""
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """``torch.load`` a checkpoint on the CPU with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: if the file is missing or is not a readable torch checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt / foreign files
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors")
+    return obj
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > _MAX_LISTED else "")
+
+
+def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: Path, ignored: Mapping[str, str]):
+    """Fill a (meta-device) ``model`` with ``state_dict``, accepting only the ``ignored`` extra prefixes.
+
+    Raises:
+        CheckpointError: naming the file and the missing, unexpected and mis-shaped keys.
+    """
+    expected = model.state_dict()
+    used = {k: v for k, v in state_dict.items() if not k.startswith(tuple(ignored))}
+    missing = sorted(set(expected) - set(used))
+    unexpected = sorted(set(used) - set(expected))
+    misshaped = sorted(
+        f"{k} {tuple(used[k].shape)} (expected {tuple(expected[k].shape)})"
+        for k in set(used) & set(expected)
+        if tuple(used[k].shape) != tuple(expected[k].shape)
+    )
+    problems = [
+        f"{label}: {_listing(keys)}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(f"{path} does not match {type(model).__name__}: " + "; ".join(problems))
+    model.load_state_dict({k: v.float() for k, v in used.items()}, strict=True, assign=True)
+    unfilled = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if unfilled:
+        raise CheckpointError(f"{type(model).__name__} has tensors no checkpoint key fills: {_listing(unfilled)}")
+    return model
+
+
+def _strip(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Remove ``prefix`` from the keys that have it; keep the others unchanged."""
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+
+
+def load_ppd_dit(path: str | Path) -> DiT:
+    """The DiT of an official ``ppd.pth`` / ``ppd_moge.pth`` (keys ``dit.*``).
+
+    The architecture (hidden size, depth, heads, ...) is read from the tensor shapes, so the official
+    full-size file and small test files in the same format both load.
+    """
+    path = Path(path)
+    state = read_checkpoint(path)
+    dit_keys = {k[len(PPD_PREFIX):]: v for k, v in state.items() if k.startswith(PPD_PREFIX)}
+    if not dit_keys:
+        raise CheckpointError(
+            f"{path} has no '{PPD_PREFIX}*' keys, so it is not a PPD checkpoint (ppd.pth / ppd_moge.pth); "
+            f"first keys: {_listing(sorted(state))}"
+        )
+    try:
+        config = dit_config_from_state_dict(dit_keys)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    with torch.device("meta"):
+        dit = DiT(**config)
+    return load_strict(dit, _strip(state, PPD_PREFIX), path, PPD_IGNORED)
+
+
+def _dinov2_architecture(embed_dim: int, depth: int, registers: int) -> str:
+    for name, arch in DINOV2_ARCHITECTURES.items():
+        if (arch["embed_dim"], arch["depth"], arch.get("num_register_tokens", 0)) == (embed_dim, depth, registers):
+            return name
+    raise CheckpointError(f"no known DINOv2 architecture with width {embed_dim}, {depth} blocks, {registers} registers")
+
+
+def load_da2_semantics(path: str | Path) -> DepthAnythingV2Semantics:
+    """The DINOv2 encoder of an official Depth Anything v2 checkpoint (``pretrained.*`` keys).
+
+    The ViT size (vits/vitb/vitl) is recognised from the position-embedding width and block count.
+    """
+    path = Path(path)
+    state = read_checkpoint(path)
+    if "pretrained.pos_embed" not in state:
+        raise CheckpointError(
+            f"{path} has no 'pretrained.pos_embed', so it is not a Depth Anything v2 checkpoint; "
+            f"first keys: {_listing(sorted(state))}"
+        )
+    embed_dim = state["pretrained.pos_embed"].shape[-1]
+    depth = len({k.split(".")[2] for k in state if k.startswith("pretrained.blocks.")})
+    try:
+        with torch.device("meta"):
+            model = DepthAnythingV2Semantics.from_backbone_name(_dinov2_architecture(embed_dim, depth, 0))
+    except (CheckpointError, NotImplementedError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    return load_strict(model, state, path, DA2_IGNORED)
+
+
+def load_moge2_semantics(path: str | Path) -> MoGe2Semantics:
+    """The encoder of an official MoGe-2 ``model.pt`` (``{'model_config', 'model'}``; ``encoder.*``)."""
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    if not {"model_config", "model"} <= set(ckpt):
+        raise CheckpointError(
+            f"{path} is not a MoGe-2 model.pt: expected the entries 'model_config' and 'model', "
+            f"found {_listing(sorted(ckpt))}"
+        )
+    try:
+        with torch.device("meta"):
+            model = MoGe2Semantics.from_config(ckpt["model_config"]["encoder"])
+    except (KeyError, TypeError, ValueError, NotImplementedError) as exc:
+        raise CheckpointError(f"{path}: unusable encoder config {ckpt['model_config'].get('encoder')!r}: {exc}") from exc
+    return load_strict(model, ckpt["model"], path, MOGE2_IGNORED)
+
+
+def load_semantics_encoder(path: str | Path, semantics_type: str) -> nn.Module:
+    """The semantics encoder for ``semantics_type`` "da2" or "moge2" from its official checkpoint."""
+    if semantics_type == "da2":
+        return load_da2_semantics(path)
+    if semantics_type == "moge2":
+        return load_moge2_semantics(path)
+    raise ValueError(f"semantics_type must be one of {SEMANTICS_TYPES}, got {semantics_type!r}")

@@ -1,0 +1,126 @@
+"""``ppd-infer``: offline Pixel-Perfect Depth on images and folders of images.
+
+Writes, per image, ``<name>_depth.npy`` (float32 normalised log-depth at the input resolution),
+``<name>_depth16.png`` (the same on a fixed 16-bit scale, see ``depth_io.PNG16_RANGE``) and
+``<name>_depth_color.png``. Exit status: 0 all written, 1 some images failed (the others are written),
+2 bad arguments, missing or wrong checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from ..inference.checkpoints import SEMANTICS_TYPES, CheckpointError, download_instructions
+from ..inference.pipeline import DTYPES, PixelPerfectDepth
+from ..inference.preprocess import DEFAULT_TARGET_AREA
+from .depth_io import write_depth
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ppd-infer",
+        description="Pixel-Perfect Depth on images: writes normalised log-depth (.npy, 16-bit PNG, colour PNG).",
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="images or folders of images")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="official ppd.pth or ppd_moge.pth")
+    parser.add_argument("--semantics", type=Path, required=True,
+                        help="depth_anything_v2_vitl.pth (da2) or MoGe-2 model.pt (moge2)")
+    parser.add_argument("--semantics-type", choices=SEMANTICS_TYPES, default="da2",
+                        help="which encoder --semantics is (default: da2)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    parser.add_argument("--steps", type=positive_int, default=4, help="Euler steps (default: 4)")
+    parser.add_argument("--target-area", type=positive_int, default=DEFAULT_TARGET_AREA,
+                        help=f"processing area in pixels (default: {DEFAULT_TARGET_AREA} = 1024x768)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="precision (default: fp32)")
+    parser.add_argument("--seed", type=int, default=0, help="initial-noise seed (default: 0)")
+    return parser
+
+
+def collect_images(inputs: list[Path]) -> list[Path]:
+    """Files as given, and the image files (by suffix, sorted) directly inside given folders.
+
+    Raises:
+        FileNotFoundError: naming an input that does not exist.
+    """
+    images = []
+    for path in inputs:
+        if path.is_dir():
+            images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise FileNotFoundError(f"input not found: {path}")
+    return images
+
+
+def unique_stems(images: list[Path]) -> list[str]:
+    """Output name per image: its stem, with a numeric suffix where two inputs share one."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in images:
+        count = seen.get(path.stem, 0)
+        seen[path.stem] = count + 1
+        stems.append(path.stem if count == 0 else f"{path.stem}_{count}")
+    return stems
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        images = collect_images(args.inputs)
+    except FileNotFoundError as exc:
+        print(f"ppd-infer: {exc}", file=sys.stderr)
+        return 2
+    if not images:
+        print(f"ppd-infer: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, args.inputs))}",
+              file=sys.stderr)
+        return 2
+    missing = [p for p in (args.checkpoint, args.semantics) if not p.is_file()]
+    if missing:
+        print(f"ppd-infer: checkpoint not found: {', '.join(map(str, missing))}\n"
+              f"{download_instructions(missing[0].parent)}", file=sys.stderr)
+        return 2
+    try:
+        model = PixelPerfectDepth.from_checkpoints(
+            args.checkpoint, args.semantics, args.semantics_type, steps=args.steps, target_area=args.target_area,
+            device=args.device, dtype=args.dtype, seed=args.seed,
+        )
+    except (CheckpointError, ValueError, RuntimeError) as exc:
+        print(f"ppd-infer: {exc}", file=sys.stderr)
+        return 2
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for path, stem in zip(tqdm(images, desc="ppd-infer", unit="img"), unique_stems(images)):
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            failed.append(f"{path}: not a readable image")
+            continue
+        prediction = model(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        write_depth(prediction.depth, args.out, stem)
+    for message in failed:
+        print(f"ppd-infer: skipped {message}", file=sys.stderr)
+    print(f"ppd-infer: wrote {len(images) - len(failed)} of {len(images)} depth maps to {args.out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""ppd-infer end to end with small random-weight checkpoints in the official formats."""
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pixel_perfect_ros.tools.depth_io import from_png16, to_png16
+from pixel_perfect_ros.tools.infer import build_parser, main, unique_stems
+
+
+@pytest.fixture()
+def images(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(folder / "a.png"), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    cv2.imwrite(str(folder / "b.jpg"), rng.integers(0, 256, (40, 30, 3), dtype=np.uint8))
+    (folder / "notes.txt").write_text("not an image, not picked up")
+    return folder
+
+
+def run(tiny_checkpoints, inputs, out, *extra, variant=("ppd", "da2", "da2")):
+    checkpoint, semantics, kind = variant
+    return main([*map(str, inputs), "--checkpoint", str(tiny_checkpoints[checkpoint]),
+                 "--semantics", str(tiny_checkpoints[semantics]), "--semantics-type", kind,
+                 "--out", str(out), "--target-area", str(64 * 48), *extra])
+
+
+def test_writes_three_files_per_image(tiny_checkpoints, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(tiny_checkpoints, [images], out, "--steps", "2") == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a_depth.npy", "a_depth16.png", "a_depth_color.png", "b_depth.npy", "b_depth16.png", "b_depth_color.png"]
+    for stem, shape in (("a", (48, 64)), ("b", (40, 30))):
+        depth = np.load(out / f"{stem}_depth.npy")
+        assert depth.shape == shape and depth.dtype == np.float32 and np.isfinite(depth).all()
+        png16 = cv2.imread(str(out / f"{stem}_depth16.png"), cv2.IMREAD_UNCHANGED)
+        assert png16.dtype == np.uint16
+        np.testing.assert_allclose(from_png16(png16), np.clip(depth, -0.5, 1.5), atol=2e-5)
+        assert cv2.imread(str(out / f"{stem}_depth_color.png")).shape == (*shape, 3)
+    assert "wrote 2 of 2 depth maps" in capsys.readouterr().err
+
+
+def test_moge2_variant_and_seed_reproducibility(tiny_checkpoints, images, tmp_path):
+    variant = ("ppd_moge", "moge2", "moge2")
+    for name in ("x", "y"):
+        assert run(tiny_checkpoints, [images / "a.png"], tmp_path / name, "--seed", "3", variant=variant) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "x" / "a_depth.npy"), np.load(tmp_path / "y" / "a_depth.npy"))
+
+
+def test_unreadable_image_is_skipped_and_reported(tiny_checkpoints, images, tmp_path, capsys):
+    (images / "broken.png").write_bytes(b"\x89PNG truncated")
+    assert run(tiny_checkpoints, [images], tmp_path / "out") == 1
+    assert (tmp_path / "out" / "a_depth.npy").is_file() and (tmp_path / "out" / "b_depth.npy").is_file()
+    err = capsys.readouterr().err
+    assert "broken.png: not a readable image" in err and "wrote 2 of 3" in err
+
+
+def test_missing_checkpoint_says_what_to_download(images, tmp_path, capsys):
+    code = main([str(images), "--checkpoint", str(tmp_path / "ckpt" / "ppd.pth"),
+                 "--semantics", str(tmp_path / "ckpt" / "depth_anything_v2_vitl.pth"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "checkpoint not found" in err and "huggingface.co/gangweix/Pixel-Perfect-Depth" in err
+    assert f"put them in {tmp_path / 'ckpt'}/" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_wrong_checkpoint_is_a_clear_error(tiny_checkpoints, images, tmp_path, capsys):
+    assert run(tiny_checkpoints, [images], tmp_path / "o", variant=("da2", "da2", "da2")) == 2
+    assert "not a PPD checkpoint" in capsys.readouterr().err
+
+
+def test_missing_input_and_empty_folder(tiny_checkpoints, tmp_path, capsys):
+    assert run(tiny_checkpoints, [tmp_path / "absent.png"], tmp_path / "o") == 2
+    assert "input not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert run(tiny_checkpoints, [tmp_path / "empty"], tmp_path / "o") == 2
+    assert "no images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [["--steps", "0"], ["--target-area", "x"], ["--semantics-type", "dino"], []])
+def test_parser_rejects_bad_arguments(bad, capsys):
+    required = ["img.png", "--checkpoint", "c", "--semantics", "s", "--out", "o"] if bad else ["img.png"]
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(required + bad)
+    assert info.value.code == 2
+
+
+def test_unique_stems_keeps_same_named_inputs_apart():
+    assert unique_stems([Path("x/a.png"), Path("y/a.png"), Path("b.png")]) == ["a", "a_1", "b"]
+
+
+def test_png16_scale_is_fixed_and_clipped():
+    depth = np.array([[-1.0, -0.5, 0.5, 1.5, 9.0, np.nan]], np.float32)
+    assert to_png16(depth).tolist() == [[0, 0, 32768, 65535, 65535, 0]]
+
+
+def test_console_script_is_installed(tmp_path):
+    script = Path(sys.executable).parent / "ppd-infer"
+    result = subprocess.run([str(script), str(tmp_path), "--checkpoint", "none.pth", "--semantics", "none.pth",
+                             "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no images" in result.stderr
