@@ -1,10 +1,7 @@
-"""pip / colcon (ament_python) build of pixel_perfect_ros.
+"""pip install of pixel_perfect_ros: the ROS-free core (model, inference, geometry, tools).
 
-The ROS-free core (model, inference, geometry, tools) installs with plain pip; the data files below
-put the package into an ament index so that ROS tooling finds its launch and config files.
+ROS 2 users build the whole package (interfaces, node, launch, config) with colcon: CMakeLists.txt.
 """
-from glob import glob
-
 from setuptools import find_packages, setup
 
 PACKAGE = "pixel_perfect_ros"
@@ -13,12 +10,6 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    data_files=[
-        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
-        (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
-        (f"share/{PACKAGE}/config", glob("config/*")),
-    ],
     install_requires=["numpy>=1.26", "torch>=2.4", "opencv-python-headless>=4.9", "tqdm>=4.66"],
     python_requires=">=3.10",
     zip_safe=True,
