@@ -95,7 +95,6 @@ class PixelPerfectDepth:
                 f"the semantics encoder gives {semantics_encoder.out_dim}-d tokens; the PPD DiT takes "
                 f"{SEMANTICS_DIM}-d ones (Depth Anything v2 ViT-L or MoGe-2 with dim_out {SEMANTICS_DIM})"
             )
-        self.timesteps = sampling_timesteps(steps)
         self.steps = steps
         self.target_area = target_area
         self.device = torch.device(device)
@@ -103,6 +102,16 @@ class PixelPerfectDepth:
         self.seed = seed
         self.dit = dit.eval().requires_grad_(False).to(self.device)
         self.semantics_encoder = semantics_encoder.eval().requires_grad_(False).to(self.device)
+
+    @property
+    def steps(self) -> int:
+        """Euler steps; may be changed between calls."""
+        return self._steps
+
+    @steps.setter
+    def steps(self, steps: int) -> None:
+        self.timesteps = sampling_timesteps(steps)
+        self._steps = steps
 
     @classmethod
     def from_checkpoints(

@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 import torch
-from conftest import TINY_DIT, write_da2_checkpoint, write_moge2_checkpoint, write_ppd_checkpoint
+from checkpoint_files import TINY_DIT, write_da2_checkpoint, write_moge2_checkpoint, write_ppd_checkpoint
 
 from pixel_perfect_ros.inference.checkpoints import (
     CheckpointError,

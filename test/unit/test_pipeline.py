@@ -113,7 +113,7 @@ def test_bad_arguments_and_images(tiny_checkpoints, model):
 
 
 def test_semantics_width_must_fit_the_dit(tiny_checkpoints):
-    from conftest import TINY_VIT
+    from checkpoint_files import TINY_VIT
 
     from pixel_perfect_ros.inference.checkpoints import load_ppd_dit
     from pixel_perfect_ros.model.semantics import DepthAnythingV2Semantics
