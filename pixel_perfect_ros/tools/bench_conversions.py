@@ -5,11 +5,12 @@ frame, and a naive per-pixel Python loop packing an xyzrgb cloud (timed on 64x48
 scaled to the benchmark size per pixel) against the vectorised ``point_cloud``.
 
     python -m pixel_perfect_ros.tools.bench_conversions [--width 1024] [--height 768] [--repeats 20]
+        [--keep-freed-memory]
 
 Run it with ``ROS_PYTHON_CHECK_FIELDS=1`` to measure with message field checks on. Full-resolution
 clouds are large (12.6 MB xyzrgb at 1024x768, plus the copy rclpy's ``data`` setter makes): where glibc
-hands freed memory back to the OS every call, fresh pages dominate their time. Compare with
-``MALLOC_MMAP_THRESHOLD_=67108864 MALLOC_TRIM_THRESHOLD_=268435456`` set, which keeps them reused.
+hands freed memory back to the OS every call, fresh pages dominate their time. ``--keep-freed-memory``
+applies the allocator tuning that ``depth_node`` applies at start (``ros/allocator.py``).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from ..ros.allocator import keep_freed_memory
 from ..ros.conversions import compressed_to_rgb8, depth_to_image, image_to_rgb8
 from ..ros.pointcloud import point_cloud
 
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=1024, help="image width, px (default: 1024)")
     parser.add_argument("--height", type=int, default=768, help="image height, px (default: 768)")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per case (default: 20)")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="tune glibc's allocator as depth_node does (ros/allocator.py)")
     return parser
 
 
@@ -94,6 +98,8 @@ def scene(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.keep_freed_memory and not keep_freed_memory():
+        print("allocator tuning unavailable (not glibc): measuring with the defaults")
     depth, rgb, P = scene(args.height, args.width)
     header = Header(frame_id="camera_optical_frame")
     rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)

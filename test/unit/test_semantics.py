@@ -59,12 +59,17 @@ def _load(path):
 # ---------------------------------------------------------------------------------------------------
 
 
+def _encoder_fixture(fixtures_dir, name: str):
+    """(config JSON, {variant: state dict}, io dict) of ``encoders/sem_<name>_small*``."""
+    enc = fixtures_dir / "encoders"
+    config = json.loads((enc / f"sem_{name}_small.json").read_text())
+    states = {v: _load(enc / f"sem_{name}_small_state_{v}.pt") for v in VARIANTS}
+    return config, states, _load(enc / f"sem_{name}_small_io.pt")
+
+
 @pytest.fixture(scope="module")
 def da2(fixtures_dir):
-    enc = fixtures_dir / "encoders"
-    config = json.loads((enc / "sem_da2_small.json").read_text())
-    states = {v: _load(enc / f"sem_da2_small_state_{v}.pt") for v in VARIANTS}
-    return config, states, _load(enc / "sem_da2_small_io.pt")
+    return _encoder_fixture(fixtures_dir, "da2")
 
 
 def _build_da2(da2, variant) -> DepthAnythingV2Semantics:
@@ -136,10 +141,7 @@ def test_da2_built_on_meta_then_assigned_matches(da2):
 
 @pytest.fixture(scope="module")
 def moge(fixtures_dir):
-    enc = fixtures_dir / "encoders"
-    config = json.loads((enc / "sem_moge2_small.json").read_text())
-    states = {v: _load(enc / f"sem_moge2_small_state_{v}.pt") for v in VARIANTS}
-    return config, states, _load(enc / "sem_moge2_small_io.pt")
+    return _encoder_fixture(fixtures_dir, "moge2")
 
 
 def _build_moge(moge, variant, monkeypatch) -> MoGe2Semantics:
