@@ -20,6 +20,7 @@ setup(
     entry_points={
         "console_scripts": [
             "ppd-infer = pixel_perfect_ros.tools.infer:main",
+            "depth_node = pixel_perfect_ros.ros.depth_node:main",
         ],
     },
 )

@@ -70,21 +70,29 @@ class CameraInfoPairer(Generic[ImageT, InfoT]):
         history: int = 30,
         clock_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
-        if mode not in PAIRING_MODES:
-            raise ValueError(f"unknown pairing mode {mode!r}; expected one of {list(PAIRING_MODES)}")
-        if tolerance_ns < 0:
-            raise ValueError(f"tolerance_ns must be >= 0, got {tolerance_ns}")
         if history < 1:
             raise ValueError(f"history must be >= 1, got {history}")
-        self.tolerance_ns = tolerance_ns
-        self.mode = mode
+        self._lock = threading.Lock()
+        self.reconfigure(mode, tolerance_ns)
         self._clock_ns = clock_ns
         self._infos: deque[_Stamped[InfoT]] = deque(maxlen=history)  # oldest first
         self._pending: _Stamped[ImageT] | None = None
         self._pending_since_ns = 0
-        self._lock = threading.Lock()
         self.paired = 0
         self.dropped_unpaired = 0
+
+    def reconfigure(self, mode: str, tolerance_ns: int) -> None:
+        """Change the matching rule; stored infos, the pending image and the counters are kept.
+
+        Raises:
+            ValueError: for an unknown mode or a negative tolerance.
+        """
+        if mode not in PAIRING_MODES:
+            raise ValueError(f"unknown pairing mode {mode!r}; expected one of {list(PAIRING_MODES)}")
+        if tolerance_ns < 0:
+            raise ValueError(f"tolerance_ns must be >= 0, got {tolerance_ns}")
+        with self._lock:
+            self.mode, self.tolerance_ns = mode, tolerance_ns
 
     def add_info(self, stamp_ns: int, frame_id: str, info: InfoT) -> Pair[ImageT, InfoT] | None:
         """Store a CameraInfo; returns the pending image's pair if this info completes it."""

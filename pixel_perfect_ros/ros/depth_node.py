@@ -1,0 +1,378 @@
+"""``depth_node``: camera image in; depth image, CameraInfo, organized point cloud and status out.
+
+Topics (relative to the node namespace, remappable):
+    in:  ``image`` (sensor_msgs/Image) or ``image/compressed`` (sensor_msgs/CompressedImage), ``camera_info``
+    out: ``depth/image`` (32FC1 metres or relative units, NaN = invalid; or 16UC1 mm, 0 = invalid),
+         ``depth/camera_info`` (K, P scaled to the depth image), ``depth/points`` (organized PointCloud2),
+         ``depth/status`` (pixel_perfect_ros/DepthStatus), ``/diagnostics``.
+Every output carries the source image's header (stamp and optical frame_id).
+
+Threads: the executor only pairs and hands frames over; inference runs in an ``InferenceWorker``
+behind a latest-frame-wins slot, so the executor never blocks and late frames are dropped and counted.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rcl_interfaces.msg import SetParametersResult
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+
+from ..geometry.decoding import DepthDecoder, decoder_parameter_names, make_decoder
+from ..geometry.projection import scale_intrinsics
+from ..inference.checkpoints import CheckpointError, download_instructions
+from ..inference.pipeline import PixelPerfectDepth
+from ..inference.preprocess import processing_size
+from ..msg import DepthStatus
+from .allocator import keep_freed_memory
+from .conversions import (
+    ConversionError,
+    camera_info_to_intrinsics,
+    compressed_to_rgb8,
+    depth_to_image,
+    image_to_array,
+    image_to_rgb8,
+    nonfinite_pixels,
+    scaled_camera_info,
+)
+from .latest_slot import InferenceWorker
+from .pairing import CameraInfoPairer
+from .parameters import PARAMETERS, SPECS, check_parameters
+from .pointcloud import point_cloud
+
+BACKEND = "torch"
+CAMERA_INFO_WAIT_WARN_S = 1.0
+"""An image waiting this long for its CameraInfo triggers a (throttled) warning."""
+STAGES = ("decode_ms", "preprocess_ms", "semantics_ms", "sampling_ms", "postprocess_ms", "publish_ms", "total_ms")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A paired input frame as handed to the inference worker."""
+
+    image: Image | CompressedImage
+    info: CameraInfo
+    received_s: float  # time.perf_counter() at receipt
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The run-time-changeable parameter values with what is derived from them; replaced as a whole."""
+
+    values: dict[str, Any]
+    decoder: DepthDecoder
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> "Settings":
+        mode = values["depth_mode"]
+        params = {name: values[name] for name in decoder_parameter_names(mode)}
+        return cls(values=dict(values), decoder=make_decoder(mode, **params))
+
+
+def _qos(reliability: str, depth: int) -> QoSProfile:
+    policy = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy)
+
+
+def _stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+class DepthNode(Node):
+    """Pixel-Perfect Depth as a ROS 2 node (see the module docstring for topics).
+
+    Raises (from the constructor): ValueError or CheckpointError for bad parameters or model files.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__("depth_node", **kwargs)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, spec.descriptor())
+        values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+        reason = check_parameters(values)
+        if reason:
+            raise ValueError(reason)
+        self._settings = Settings.from_values(values)
+        self.pipeline = self._load_model(values)
+        self.model_id = (f"{values['checkpoint'].rsplit('/', 1)[-1]} + {values['semantics'].rsplit('/', 1)[-1]} "
+                         f"({values['semantics_type']})")
+
+        self._lock = threading.Lock()
+        self._counts = {"received": 0, "processed": 0, "rejected": 0, "idle": 0}
+        self._window = {"processed": 0, "rejected": 0, "failed": 0, "stage_sums": dict.fromkeys(STAGES, 0.0)}
+        self._window_start = time.perf_counter()
+        self._pairer = self._make_pairer(values)
+        self._worker = InferenceWorker(self._process, self._on_worker_error)
+
+        out_qos = _qos(values["output_reliability"], values["output_depth"])
+        self._pub_depth = self.create_publisher(Image, "depth/image", out_qos)
+        self._pub_info = self.create_publisher(CameraInfo, "depth/camera_info", out_qos)
+        self._pub_points = self.create_publisher(PointCloud2, "depth/points", out_qos)
+        self._pub_status = self.create_publisher(DepthStatus, "depth/status", out_qos)
+        self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        in_qos = _qos(values["input_reliability"], values["input_depth"])
+        if values["use_compressed"]:
+            self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos)
+        else:
+            self.create_subscription(Image, "image", self._on_image, in_qos)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
+
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(
+            f"model {self.model_id} on {values['device']} ({values['dtype']}, {values['steps']} steps); "
+            f"depth_mode {values['depth_mode']}; input {'image/compressed' if values['use_compressed'] else 'image'}"
+        )
+
+    # --- set-up ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _load_model(values: dict[str, Any]) -> PixelPerfectDepth:
+        if not values["checkpoint"] or not values["semantics"]:
+            raise CheckpointError("set the parameters 'checkpoint' and 'semantics'.\n" + download_instructions())
+        device = torch.device(values["device"])
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {values['device']!r} requested but CUDA is not available to torch")
+        seed = None if values["seed"] < 0 else values["seed"]
+        return PixelPerfectDepth.from_checkpoints(
+            values["checkpoint"], values["semantics"], values["semantics_type"], steps=values["steps"],
+            target_area=values["target_area"], device=device, dtype=values["dtype"], seed=seed,
+        )
+
+    @staticmethod
+    def _make_pairer(values: dict[str, Any]) -> CameraInfoPairer:
+        return CameraInfoPairer(tolerance_ns=round(values["pairing_tolerance_s"] * 1e9), mode=values["pairing"])
+
+    @staticmethod
+    def _own(params) -> dict[str, Any]:
+        """The values of this node's parameters among ``params`` (rclpy's own, e.g. use_sim_time, left out)."""
+        return {p.name: p.value for p in params if p.name in SPECS}
+
+    def _validate_parameters(self, params) -> SetParametersResult:
+        values = {**self._settings.values, **self._own(params)}
+        reason = check_parameters(values)
+        return SetParametersResult(successful=reason is None, reason=reason or "")
+
+    def _apply_parameters(self, params) -> None:
+        own = self._own(params)
+        if not own:
+            return
+        values = {**self._settings.values, **own}
+        self._settings = Settings.from_values(values)
+        self.pipeline.steps = values["steps"]
+        self.pipeline.target_area = values["target_area"]
+        self.pipeline.seed = None if values["seed"] < 0 else values["seed"]
+        if own.keys() & {"pairing", "pairing_tolerance_s"}:
+            # In place: a new pairer would forget the CameraInfos received (a camera may send only one),
+            # the waiting image and the drop count.
+            self._pairer.reconfigure(values["pairing"], round(values["pairing_tolerance_s"] * 1e9))
+
+    # --- executor side: receive, pair, hand over ---------------------------------------------------
+
+    def _wanted(self) -> bool:
+        """Whether any output has a subscriber (or laziness is off)."""
+        if not self._settings.values["lazy"]:
+            return True
+        return any(p.get_subscription_count() > 0 for p in (self._pub_depth, self._pub_info, self._pub_points))
+
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        wanted = self._wanted()
+        with self._lock:
+            self._counts["received"] += 1
+            self._counts["idle"] += not wanted
+        if not wanted:
+            return
+        pair = self._pairer.add_image(_stamp_ns(msg.header), msg.header.frame_id, (msg, time.perf_counter()))
+        if pair:
+            self._submit(pair)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        pair = self._pairer.add_info(_stamp_ns(msg.header), msg.header.frame_id, msg)
+        if pair:
+            self._submit(pair)
+
+    def _submit(self, pair) -> None:
+        (image, received_s), info = pair
+        self._worker.submit(Frame(image=image, info=info, received_s=received_s))
+
+    # --- worker side: infer, decode, publish -------------------------------------------------------
+
+    def _reject(self, frame: Frame, reason: str) -> None:
+        with self._lock:
+            self._counts["rejected"] += 1
+            self._window["rejected"] += 1
+        self.get_logger().warning(
+            f"dropped frame {_stamp_ns(frame.image.header)} on '{frame.image.header.frame_id}': {reason}",
+            throttle_duration_sec=2.0,
+        )
+
+    def _on_worker_error(self, frame: Frame, error: BaseException) -> None:
+        if not self.context.ok():  # shut down (e.g. Ctrl-C) while this frame was in flight: not a failure
+            return
+        with self._lock:
+            self._window["failed"] += 1
+        self.get_logger().error(f"inference failed on frame {_stamp_ns(frame.image.header)}: {error!r}",
+                                throttle_duration_sec=2.0)
+
+    def _process(self, frame: Frame) -> None:
+        settings = self._settings
+        values = settings.values
+        start = time.perf_counter()
+        try:
+            if isinstance(frame.image, CompressedImage):
+                rgb = compressed_to_rgb8(frame.image)
+            else:
+                rgb = image_to_rgb8(frame.image)
+            height, width = rgb.shape[:2]
+            K, P = camera_info_to_intrinsics(frame.info, width, height)
+        except ConversionError as error:
+            self._reject(frame, str(error))
+            return
+        if isinstance(frame.image, Image) and frame.image.encoding == "32FC1":
+            bad = nonfinite_pixels(image_to_array(frame.image))
+            if bad:
+                self.get_logger().warning(f"{bad} NaN/inf pixels in a 32FC1 image were read as 0",
+                                          throttle_duration_sec=5.0)
+        decoded = time.perf_counter()
+
+        prediction = self.pipeline(rgb)
+        inferred = time.perf_counter()
+        normalised = prediction.depth if values["output_resolution"] == "input" else prediction.processing_depth
+        depth = settings.decoder(normalised)
+        out_h, out_w = depth.shape
+        K_out, P_out = scale_intrinsics(K, P, out_w / width, out_h / height)
+        postprocessed = time.perf_counter()
+
+        header = frame.image.header
+        self._pub_depth.publish(depth_to_image(depth, header, values["output_encoding"]))
+        self._pub_info.publish(scaled_camera_info(frame.info, K_out, P_out, out_w, out_h, header))
+        if values["publish_points"] and (self._pub_points.get_subscription_count() > 0 or not values["lazy"]):
+            colours = None
+            if values["points_xyzrgb"]:
+                colours = rgb if (out_h, out_w) == (height, width) else cv2.resize(
+                    rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
+            self._pub_points.publish(point_cloud(depth, P_out, header, colours, values["points_decimation"]))
+        published = time.perf_counter()
+
+        timings = prediction.timings_ms
+        stages = {
+            "decode_ms": (decoded - start) * 1e3,
+            "preprocess_ms": timings["preprocess"],
+            "semantics_ms": timings["semantics"],
+            "sampling_ms": timings["sampling"],
+            "postprocess_ms": timings["postprocess"] + (postprocessed - inferred) * 1e3,
+            "publish_ms": (published - postprocessed) * 1e3,
+            "total_ms": (published - frame.received_s) * 1e3,
+        }
+        with self._lock:
+            self._counts["processed"] += 1
+            self._window["processed"] += 1
+            for stage, ms in stages.items():
+                self._window["stage_sums"][stage] += ms
+        self._pub_status.publish(self._status(header, settings, rgb.shape[:2], (out_h, out_w), stages))
+
+    def _status(self, header, settings: Settings, input_hw, output_hw, stages: dict[str, float]) -> DepthStatus:
+        values = settings.values
+        processing_h, processing_w = processing_size(*input_hw, self.pipeline.target_area)
+        decoding = settings.decoder.parameters()
+        age_ns = self.get_clock().now().nanoseconds - _stamp_ns(header)
+        with self._lock:
+            counts = dict(self._counts)
+        return DepthStatus(
+            header=header, model_id=self.model_id, backend=BACKEND, device=str(self.pipeline.device),
+            dtype=values["dtype"], steps=self.pipeline.steps, processing_width=processing_w,
+            processing_height=processing_h, output_width=output_hw[1], output_height=output_hw[0],
+            depth_mode=settings.decoder.mode, is_metric=settings.decoder.is_metric,
+            decoding_parameter_names=list(decoding), decoding_parameter_values=[float(v) for v in decoding.values()],
+            age_ms=age_ns / 1e6, frames_received=counts["received"], frames_processed=counts["processed"],
+            frames_dropped=self._dropped(), frames_rejected=counts["rejected"], frames_idle=counts["idle"],
+            **{stage: float(ms) for stage, ms in stages.items()},
+        )
+
+    def _dropped(self) -> int:
+        return self._worker.dropped + self._pairer.dropped_unpaired
+
+    # --- diagnostics -------------------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            window, elapsed = self._window, now - self._window_start
+            self._window = {"processed": 0, "rejected": 0, "failed": 0, "stage_sums": dict.fromkeys(STAGES, 0.0)}
+            self._window_start = now
+            counts = dict(self._counts)
+        pending_age_ns, pending = self._pairer.pending_age_ns(), self._pairer.pending
+        waiting = pending_age_ns is not None and pending is not None and pending_age_ns > CAMERA_INFO_WAIT_WARN_S * 1e9
+        if waiting:
+            stamp, frame_id = pending
+            self.get_logger().warning(
+                f"no CameraInfo for the image stamped {stamp} on '{frame_id}' after {pending_age_ns / 1e9:.1f} s: "
+                "check the camera_info topic (same frame_id, same stamp), or set pairing:=latest",
+                throttle_duration_sec=5.0,
+            )
+        level, message = DiagnosticStatus.OK, "running"
+        if window["failed"]:
+            level, message = DiagnosticStatus.ERROR, f"{window['failed']} frames failed in inference"
+        elif window["rejected"]:
+            level, message = DiagnosticStatus.WARN, f"{window['rejected']} input frames rejected"
+        elif waiting:
+            level, message = DiagnosticStatus.WARN, "waiting for CameraInfo"
+        processed = window["processed"]
+        values = self._settings.values
+        entries = {
+            "rate_hz": processed / elapsed if elapsed > 0 else 0.0,
+            **{f"mean_{stage}": window["stage_sums"][stage] / processed if processed else float("nan")
+               for stage in STAGES},
+            "frames_received": counts["received"], "frames_processed": counts["processed"],
+            "frames_dropped": self._dropped(), "frames_rejected": counts["rejected"], "frames_idle": counts["idle"],
+            "frames_failed": self._worker.failed,
+            "model": self.model_id, "backend": BACKEND, "device": str(self.pipeline.device), "dtype": values["dtype"],
+            "steps": self.pipeline.steps, "depth_mode": self._settings.decoder.mode,
+            "is_metric": self._settings.decoder.is_metric,
+        }
+        status = DiagnosticStatus(
+            level=level, name=f"{self.get_fully_qualified_name()}: depth", message=message,
+            hardware_id=self.model_id, values=[KeyValue(key=k, value=str(v)) for k, v in entries.items()],
+        )
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._pub_diagnostics.publish(DiagnosticArray(header=header, status=[status]))
+
+    def destroy_node(self):
+        self._worker.stop(timeout=10.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``depth_node`` (``ros2 run pixel_perfect_ros depth_node``)."""
+    keep_freed_memory()
+    try:
+        with rclpy.init(args=args):
+            try:
+                node = DepthNode()
+            except (CheckpointError, ValueError) as error:
+                rclpy.logging.get_logger("depth_node").fatal(str(error))
+                return 1
+            try:
+                rclpy.spin(node)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

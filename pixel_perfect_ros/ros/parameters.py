@@ -1,0 +1,113 @@
+"""The parameters of ``depth_node``: one table that declares, documents and validates them.
+
+Read-only parameters (model, device, QoS, input topic kind) are fixed at start; the others may be
+changed while the node runs (``ros2 param set``) and are validated before they take effect.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+from ..geometry.decoding import DECODERS
+from ..inference.checkpoints import SEMANTICS_TYPES
+from ..inference.pipeline import DTYPES
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One node parameter: name, default (its type is the parameter's type), documentation, limits."""
+
+    name: str
+    default: Any
+    description: str
+    choices: tuple[str, ...] = ()
+    limits: tuple[float, float] | None = None
+    read_only: bool = False
+
+    def descriptor(self) -> ParameterDescriptor:
+        descriptor = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only)
+        if self.choices:
+            descriptor.additional_constraints = f"one of: {', '.join(self.choices)}"
+        if self.limits and isinstance(self.default, bool):
+            raise TypeError(f"{self.name}: a bool parameter has no range")
+        if self.limits and isinstance(self.default, int):
+            descriptor.integer_range = [IntegerRange(from_value=int(self.limits[0]), to_value=int(self.limits[1]), step=1)]
+        elif self.limits:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(self.limits[0]),
+                                                                  to_value=float(self.limits[1]), step=0.0)]
+        return descriptor
+
+    def check(self, value: Any) -> str | None:
+        """The reason ``value`` is not acceptable, or None. (Ranges are also enforced by rclpy.)"""
+        if self.choices and value not in self.choices:
+            return f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}"
+        if self.limits and not self.limits[0] <= value <= self.limits[1]:
+            return f"{self.name} must be in [{self.limits[0]}, {self.limits[1]}]; got {value!r}"
+        return None
+
+
+RELIABILITY = ("reliable", "best_effort")
+
+PARAMETERS: tuple[ParameterSpec, ...] = (
+    # Model (read-only: restart the node to change)
+    ParameterSpec("checkpoint", "", "PPD checkpoint: official ppd.pth (DA2 semantics) or ppd_moge.pth (MoGe-2)",
+                  read_only=True),
+    ParameterSpec("semantics", "", "semantics encoder checkpoint: depth_anything_v2_vitl.pth or MoGe-2 model.pt",
+                  read_only=True),
+    ParameterSpec("semantics_type", "da2", "which encoder 'semantics' is", choices=SEMANTICS_TYPES, read_only=True),
+    ParameterSpec("device", "cpu", "torch device: cpu, cuda, cuda:1, ... (never changed silently)", read_only=True),
+    ParameterSpec("dtype", "fp32", "inference precision", choices=tuple(DTYPES), read_only=True),
+    # Inference
+    ParameterSpec("steps", 4, "Euler steps of the flow sampler (official: 4)", limits=(1, 100)),
+    ParameterSpec("target_area", 1024 * 768, "processing area in pixels (official: 786432 = 1024x768); "
+                  "each side is rounded to a multiple of 16", limits=(256, 4096 * 4096)),
+    ParameterSpec("seed", 0, "initial-noise seed, the same for every frame; -1 draws fresh noise per frame",
+                  limits=(-1, 2**31 - 1)),
+    # Depth output
+    ParameterSpec("depth_mode", "relative", "depth decoding: relative (exp of the normalised log-depth, not metres) "
+                  "or fixed_range (metres, assuming the scene spans near_m..far_m)", choices=tuple(DECODERS)),
+    ParameterSpec("near_m", 0.5, "fixed_range: depth of the scene's near end (2nd percentile), metres",
+                  limits=(0.0, 1000.0)),
+    ParameterSpec("far_m", 10.0, "fixed_range: depth of the scene's far end (98th percentile), metres",
+                  limits=(0.0, 10000.0)),
+    ParameterSpec("output_resolution", "input", "depth size: input (camera image size) or processing (network size)",
+                  choices=("input", "processing")),
+    ParameterSpec("output_encoding", "32FC1", "depth/image encoding: 32FC1 (NaN = invalid) or 16UC1 (mm, 0 = invalid)",
+                  choices=("32FC1", "16UC1")),
+    ParameterSpec("publish_points", True, "publish the organized point cloud depth/points"),
+    ParameterSpec("points_xyzrgb", False, "add the packed rgb field to depth/points"),
+    ParameterSpec("points_decimation", 1, "keep every n-th pixel (both axes) in depth/points", limits=(1, 16)),
+    # Input
+    ParameterSpec("use_compressed", False, "subscribe image/compressed (jpeg/png) instead of image", read_only=True),
+    ParameterSpec("pairing", "stamp", "CameraInfo pairing: stamp (same stamp within the tolerance) or latest "
+                  "(latest CameraInfo of the same frame_id)", choices=("stamp", "latest")),
+    ParameterSpec("pairing_tolerance_s", 0.005, "stamp pairing tolerance, seconds", limits=(0.0, 1.0)),
+    ParameterSpec("lazy", True, "run inference only while an output topic has a subscriber"),
+    # QoS (read-only)
+    ParameterSpec("input_reliability", "best_effort", "QoS reliability of the image and camera_info subscriptions "
+                  "(best_effort matches both kinds of publisher)", choices=RELIABILITY, read_only=True),
+    ParameterSpec("input_depth", 5, "QoS history depth of the input subscriptions", limits=(1, 100), read_only=True),
+    ParameterSpec("output_reliability", "reliable", "QoS reliability of the outputs (reliable is seen by both "
+                  "reliable subscribers such as RViz's defaults and best_effort ones)", choices=RELIABILITY,
+                  read_only=True),
+    ParameterSpec("output_depth", 2, "QoS history depth of the outputs", limits=(1, 100), read_only=True),
+)
+"""Every parameter of depth_node, in documentation order."""
+
+SPECS = {spec.name: spec for spec in PARAMETERS}
+
+
+def check_parameters(values: dict[str, Any]) -> str | None:
+    """The reason a complete set of parameter values is not acceptable, or None.
+
+    Checks each value against its spec, then the constraints between values.
+    """
+    for name, value in values.items():
+        reason = SPECS[name].check(value)
+        if reason:
+            return reason
+    if values["depth_mode"] == "fixed_range" and not values["near_m"] < values["far_m"]:
+        return f"fixed_range needs near_m < far_m; got near_m={values['near_m']}, far_m={values['far_m']}"
+    return None
