@@ -16,6 +16,7 @@ from torch import nn
 
 from ..model.dinov2 import DINOV2_ARCHITECTURES
 from ..model.dit import DiT, dit_config_from_state_dict
+from ..model.moge2 import MoGe2Model
 from ..model.semantics import DepthAnythingV2Semantics, MoGe2Semantics
 
 PPD_PREFIX = "dit."
@@ -186,6 +187,38 @@ def load_moge2_semantics(path: str | Path) -> MoGe2Semantics:
     except (KeyError, TypeError, ValueError, NotImplementedError) as exc:
         raise CheckpointError(f"{path}: unusable encoder config {ckpt['model_config'].get('encoder')!r}: {exc}") from exc
     return load_strict(model, ckpt["model"], path, MOGE2_IGNORED)
+
+
+def load_moge2_model(path: str | Path, model_kwargs: Mapping | None = None) -> MoGe2Model:
+    """The full MoGe-2 model (encoder, neck, heads, scale head) of an official ``model.pt``.
+
+    Built from the file's own ``model_config`` on the meta device and filled strictly: every key of the
+    file must be used and every tensor of the model filled (upstream loads with ``strict=False``).
+
+    Args:
+        path: ``{'model_config', 'model'}`` checkpoint (``moge2.pt``).
+        model_kwargs: optional top-level ``model_config`` overrides, merged with ``dict.update`` as
+            upstream's ``from_pretrained(model_kwargs=...)`` (e.g. ``{'remap_output': 'linear'}``).
+
+    Raises:
+        CheckpointError: for a missing / unreadable file, a file not in this format, an unusable
+            config, or missing / unexpected / mis-shaped keys (named, with the file).
+    """
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    if not {"model_config", "model"} <= set(ckpt) or not isinstance(ckpt["model_config"], Mapping):
+        raise CheckpointError(
+            f"{path} is not a MoGe-2 model.pt: expected the entries 'model_config' (dict) and 'model', "
+            f"found {_listing(sorted(ckpt))}"
+        )
+    config = dict(ckpt["model_config"])
+    config.update(model_kwargs or {})
+    try:
+        with torch.device("meta"):
+            model = MoGe2Model.from_config(config)
+    except (KeyError, TypeError, ValueError, NotImplementedError) as exc:
+        raise CheckpointError(f"{path}: unusable MoGe-2 model_config: {exc}") from exc
+    return load_strict(model, ckpt["model"], path, ignored={}).eval()
 
 
 def load_semantics_encoder(path: str | Path, semantics_type: str) -> nn.Module:
