@@ -6,7 +6,8 @@ import torch
 
 from pixel_perfect_ros.model.dinov2 import DINOV2_ARCHITECTURES
 from pixel_perfect_ros.model.dit import DiT
-from pixel_perfect_ros.model.semantics import DepthAnythingV2Semantics, MoGe2Semantics
+from pixel_perfect_ros.model.moge2 import MoGe2Model
+from pixel_perfect_ros.model.semantics import DepthAnythingV2Semantics
 
 # Test-only DINOv2 sizes, registered by name the way the official MoGe-2 fixtures registered theirs.
 TINY_VIT = "dinov2_vitt14_test"
@@ -16,9 +17,24 @@ DA2_TEST_VIT = "dinov2_vitl14_1block_test"
 DINOV2_ARCHITECTURES.setdefault(TINY_VIT, dict(embed_dim=64, depth=2, num_heads=4))
 DINOV2_ARCHITECTURES.setdefault(DA2_TEST_VIT, dict(embed_dim=1024, depth=1, num_heads=16, mlp_ratio=1.0))
 TINY_DIT = dict(hidden_size=64, depth=2, num_heads=4)
+_LEVELS = dict(res_block_in_norm="none", res_block_hidden_norm="none",
+               resamplers=["conv_transpose", "conv_transpose", "conv_transpose", "bilinear"])
+_WIDTHS = [16, 12, 8, 8, 4]
+
+
+def _head(outputs: int) -> dict:
+    return dict(dim_in=_WIDTHS, dim_out=[None] * 4 + [outputs], dim_res_blocks=_WIDTHS, num_res_blocks=[0, 1, 1, 1, 0],
+                **_LEVELS)
+
+
 TINY_MOGE2_CONFIG = {
+    # dim_out 1024: the width PPD's DiT takes as semantics; everything after the encoder is tiny.
     "encoder": {"backbone": TINY_VIT, "intermediate_layers": [0, 1], "dim_out": 1024},
-    "neck": {"dim_in": [1026, 2], "dim_res_blocks": [1024, 8]},  # carried like the real file, unused here
+    "neck": dict(dim_in=[1026, 2, 2, 2, 2], dim_out=None, dim_res_blocks=_WIDTHS, num_res_blocks=[0, 1, 1, 1, 0],
+                 **_LEVELS),
+    "points_head": _head(3), "normal_head": _head(3), "mask_head": _head(1),
+    "scale_head": {"dims": [64, 16, 1]},
+    "remap_output": "exp", "num_tokens_range": [1200, 3600],
 }
 
 
@@ -54,10 +70,10 @@ def write_da2_checkpoint(path: Path, seed: int = 1) -> dict:
 
 
 def write_moge2_checkpoint(path: Path, seed: int = 2) -> dict:
-    """Save a random tiny MoGe-2 encoder as ``model.pt`` (``{'model_config', 'model'}``, + a ``neck.*``)."""
-    model = randomize_(MoGe2Semantics.from_config(TINY_MOGE2_CONFIG["encoder"]), seed)
-    state = dict(model.state_dict())
-    state["neck.0.weight"] = torch.zeros(8, 2, 3, 3)
-    ckpt = {"model_config": TINY_MOGE2_CONFIG, "model": state}
+    """Save a random tiny MoGe-2 (encoder, neck, heads, scale head) as ``model.pt`` (``{'model_config', 'model'}``)."""
+    model = randomize_(MoGe2Model.from_config(TINY_MOGE2_CONFIG), seed)
+    with torch.no_grad():
+        model.mask_head.output_blocks[-1].bias.fill_(3.0)  # most pixels valid (sigmoid > 0.5)
+    ckpt = {"model_config": TINY_MOGE2_CONFIG, "model": dict(model.state_dict())}
     torch.save(ckpt, path)
     return ckpt

@@ -2,10 +2,14 @@
 
 PPD predicts ``n``: an affine-invariant map of ``log(1 + d)``, about 0 at the scene's 2nd and 1 at its
 98th percentile (larger = farther), not clamped. A *decoder* turns ``n`` into the depth the node
-publishes. Decoders are chosen by mode name through ``make_decoder``; a new mode (MoGe-2 scale, a sparse
-metric sensor) is one more ``DepthDecoder`` subclass in ``DECODERS``.
+publishes. Decoders are chosen by mode name through ``make_decoder``:
 
-Every current decoder is a log-affine map ``depth = exp(scale * n + shift) - offset``
+- ``relative`` and ``fixed_range`` are fixed maps;
+- ``moge2`` and ``sparse_topic`` are *reference-aligned*: each frame, ``update`` fits
+  ``log(1 + reference) = a n + b`` to a metric reference depth of the same frame (MoGe-2's prediction,
+  or another sensor's depth) with the official robust fit, and decoding applies that fit.
+
+Every decoder is a log-affine map ``depth = exp(scale * n + shift) - offset``
 (``log_affine_to_depth``). Outputs are finite and positive or NaN (invalid): a 0 in a 32FC1 image
 becomes a point at the camera origin in depth_image_proc.
 """
@@ -17,6 +21,8 @@ import math
 from typing import ClassVar
 
 import numpy as np
+
+from .alignment import fit_log_affine_ransac
 
 
 def log_affine_to_depth(n: np.ndarray, scale: float, shift: float, offset: float) -> np.ndarray:
@@ -153,7 +159,151 @@ class FixedRangeDecoder(LogAffineDecoder):
         return {"near_m": self.near_m, "far_m": self.far_m, **super().parameters()}
 
 
-DECODERS: dict[str, type[DepthDecoder]] = {cls.mode: cls for cls in (RelativeDecoder, FixedRangeDecoder)}
+def sample_reference(n: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (n, reference) at the reference's valid pixels, for references of any resolution.
+
+    Each valid reference pixel (finite and > 0; NaN, inf and 0 are invalid, as in 32FC1/16UC1 depth
+    images) is matched with the ``n`` pixel whose centre is nearest to its own (pixel-centre scaling),
+    so sparse references (a projected LiDAR scan) keep every point.
+
+    Args:
+        n: (H, W) normalised log-depth.
+        reference: (Hr, Wr) metric depth, metres, same camera and field of view as ``n``.
+
+    Returns:
+        (N,) float32 ``n`` values and (N,) float32 reference depths; N may be 0.
+    """
+    rows, cols = np.nonzero(np.isfinite(reference) & (reference > 0))
+    height, width = n.shape
+    r = np.minimum(((rows + 0.5) * height / reference.shape[0]).astype(np.int64), height - 1)
+    c = np.minimum(((cols + 0.5) * width / reference.shape[1]).astype(np.int64), width - 1)
+    x = n[r, c].astype(np.float32)
+    keep = np.isfinite(x)
+    return x[keep], reference[rows, cols].astype(np.float32)[keep]
+
+
+class ReferenceAlignedDecoder(LogAffineDecoder):
+    """Metres from a metric reference depth of the same frame, through a robust fit in log(1+d) space.
+
+    ``update(n, reference)`` fits ``log(1 + reference) = a n + b`` on the reference's valid pixels with
+    the official RANSAC (MAD threshold, seeded: deterministic), as PPD's point-cloud script does; if
+    ``a <= 0`` the official fallback ``a = mean(log(1 + ref)) / mean(n)``, ``b = 0`` is used. Decoding is
+    then ``depth = exp(a n + b) - 1``, clipped above at ``max_depth_factor`` times the largest reference
+    depth (the official script clips at 1x), NaN for ``<= 0``.
+
+    Temporal behaviour (for a sensor that can drop out or glitch): with ``smoothing`` s > 0 the fit is an
+    exponential average ``(a, b) <- s (a, b) + (1 - s) (a_new, b_new)``; a new fit that moves the depth
+    at the frame's median ``n`` by more than ``max_jump`` (relative) is rejected as an outlier, unless
+    ``MAX_REJECTIONS`` fits in a row were rejected (the scene changed: start again from the new fit).
+    With fewer than ``min_points`` valid reference pixels the last fit is held; before any fit the
+    decoder falls back to relative depth ``exp(n)`` and ``is_metric`` is False.
+
+    Attributes:
+        state: what the last ``update`` did: "fitted", "smoothed", "outlier_rejected", "held" (too few
+            points), "relative_fallback" (no fit yet).
+        points: valid reference pixels used in the last ``update``.
+    """
+
+    MAX_REJECTIONS = 5
+
+    def __init__(self, min_points: int, smoothing: float, max_jump: float, max_depth_factor: float,
+                 seed: int = 0) -> None:
+        if isinstance(min_points, bool) or not isinstance(min_points, (int, np.integer)) or min_points < 2:
+            raise ValueError(f"min_points must be an integer >= 2, got {min_points!r}")
+        smoothing = _finite_float("smoothing", smoothing)
+        if not 0 <= smoothing < 1:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        self.max_jump = _finite_float("max_jump", max_jump)
+        self.max_depth_factor = _finite_float("max_depth_factor", max_depth_factor)
+        if self.max_jump <= 0 or self.max_depth_factor < 1:
+            raise ValueError(f"max_jump must be > 0 and max_depth_factor >= 1, got {max_jump}, {max_depth_factor}")
+        super().__init__(scale=1.0, shift=0.0, offset=0.0)  # relative until the first fit
+        self.min_points, self.smoothing, self.seed = int(min_points), smoothing, seed
+        self.max_depth_m = math.inf
+        self.state, self.points, self._rejections = "relative_fallback", 0, 0
+
+    @property
+    def is_metric(self) -> bool:  # type: ignore[override]
+        return self.offset == 1.0
+
+    def update(self, n: np.ndarray, reference: np.ndarray) -> str:
+        """Fit this frame's reference (see the class docstring); returns the new ``state``.
+
+        Args:
+            n: (H, W) normalised log-depth of the frame.
+            reference: (Hr, Wr) metric depth of the same frame, metres; NaN, inf or 0 = no measurement.
+        """
+        x, y_depth = sample_reference(n, reference)
+        self.points = len(x)
+        if self.points < self.min_points:
+            self.state = "held" if self.is_metric else "relative_fallback"
+            return self.state
+        y = np.log1p(y_depth)
+        fit = fit_log_affine_ransac(x, y_depth, np.ones(len(x), bool), seed=self.seed)
+        a, b = (fit.a, fit.b) if fit.a > 0 else (float(y.mean() / x.mean()), 0.0)
+        max_depth_m = float(y_depth.max()) * self.max_depth_factor
+        if not self.is_metric or self.smoothing == 0:
+            self._accept(a, b, max_depth_m, "fitted")
+        elif self._jump(a, b, float(np.median(x))) > self.max_jump and self._rejections < self.MAX_REJECTIONS:
+            self._rejections += 1
+            self.state = "outlier_rejected"
+        elif self._rejections:  # MAX_REJECTIONS in a row: the scene changed, restart from this fit
+            self._accept(a, b, max_depth_m, "fitted")
+        else:
+            s = self.smoothing
+            self._accept(s * self.scale + (1 - s) * a, s * self.shift + (1 - s) * b, max_depth_m, "smoothed")
+        return self.state
+
+    def _jump(self, a: float, b: float, n_median: float) -> float:
+        current = math.expm1(self.scale * n_median + self.shift)
+        return abs(math.expm1(a * n_median + b) / current - 1) if current > 0 else math.inf
+
+    def _accept(self, a: float, b: float, max_depth_m: float, state: str) -> None:
+        self.scale, self.shift, self.offset = a, b, 1.0
+        self.max_depth_m, self.state, self._rejections = max_depth_m, state, 0
+
+    def __call__(self, n: np.ndarray) -> np.ndarray:
+        depth = super().__call__(n)
+        return np.minimum(depth, self.max_depth_m, out=depth, where=np.isfinite(depth))
+
+    def parameters(self) -> dict[str, float]:
+        return {**super().parameters(), "max_depth_m": self.max_depth_m, "reference_points": float(self.points)}
+
+
+class MoGe2Decoder(ReferenceAlignedDecoder):
+    """Metric depth aligned to MoGe-2's metric prediction of the same frame, fitted afresh each frame
+    as the official point-cloud script does (clip at the largest MoGe-2 depth in its mask).
+
+    Args:
+        moge2_min_points: valid MoGe-2 pixels needed for a fit (else the last fit is held).
+    """
+
+    mode = "moge2"
+
+    def __init__(self, moge2_min_points: int) -> None:
+        super().__init__(min_points=moge2_min_points, smoothing=0.0, max_jump=1.0, max_depth_factor=1.0)
+
+
+class SparseTopicDecoder(ReferenceAlignedDecoder):
+    """Metric depth aligned to another sensor's depth image (an RGB-D camera's depth, or a LiDAR scan
+    projected into this camera), smoothed over time with outlier rejection.
+
+    Args:
+        sparse_min_points: valid sensor pixels needed for a fit (else the last fit is held).
+        sparse_smoothing: weight of the previous fit in the exponential average, [0, 1).
+        sparse_max_jump: relative depth change at the median ``n`` above which a new fit is an outlier.
+    """
+
+    mode = "sparse_topic"
+
+    def __init__(self, sparse_min_points: int, sparse_smoothing: float, sparse_max_jump: float) -> None:
+        super().__init__(min_points=sparse_min_points, smoothing=sparse_smoothing, max_jump=sparse_max_jump,
+                         max_depth_factor=2.0)
+
+
+DECODERS: dict[str, type[DepthDecoder]] = {
+    cls.mode: cls for cls in (RelativeDecoder, FixedRangeDecoder, MoGe2Decoder, SparseTopicDecoder)
+}
 """Decoder classes by mode name."""
 
 

@@ -15,7 +15,11 @@ from torch import nn
 
 from ..model.dit import SEMANTICS_DIM
 from ..model.flow import euler_step, next_timesteps, sampling_timesteps
-from .checkpoints import load_ppd_dit, load_semantics_encoder
+from ..model.moge2 import MoGe2Model
+from ..model.semantics import MoGe2Semantics
+from .checkpoints import load_moge2_model, load_ppd_dit, load_semantics_encoder
+from .moge2 import MoGe2Result
+from .moge2 import infer as moge2_infer
 from .preprocess import DEFAULT_TARGET_AREA, image_to_tensor, resize_depth, resize_to_processing
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -31,12 +35,16 @@ class DepthPrediction:
             of log(1 + depth), about 0 at the 2nd and 1 at the 98th percentile of the scene (larger =
             farther), not clamped. Bilinear resize of ``processing_depth``.
         processing_depth: (H, W) float32, the same at the network's processing size.
-        timings_ms: wall time per stage in milliseconds (preprocess, semantics, sampling, postprocess).
+        timings_ms: wall time per stage in milliseconds (preprocess, semantics, sampling, metric_reference
+            when run, postprocess).
+        metric_reference: MoGe-2's metric prediction of the same processing-size image (depth in metres,
+            +inf outside its mask; intrinsics), when asked for; else None.
     """
 
     depth: np.ndarray
     processing_depth: np.ndarray
     timings_ms: dict[str, float] = field(default_factory=dict)
+    metric_reference: MoGe2Result | None = None
 
 
 def sample_depth(
@@ -76,6 +84,10 @@ class PixelPerfectDepth:
         seed: initial-noise seed. With a seed, every call draws the same noise from its own
             ``torch.Generator`` (same image -> same depth, independent of global RNG state); None draws
             fresh noise each call.
+        metric_model: optional MoGe-2 model for a metric reference of each frame. When the semantics
+            encoder is this model's own encoder (``MoGe2Semantics(metric_model.encoder)``), one encoder
+            pass serves both: MoGe-2 then runs on PPD's token grid (H/16 x W/16: 3072 tokens at
+            1024x768, inside MoGe-2's 1200..3600 range) instead of the official 3600 tokens.
     """
 
     def __init__(
@@ -87,6 +99,7 @@ class PixelPerfectDepth:
         device: str | torch.device = "cpu",
         dtype: str = "fp32",
         seed: int | None = 0,
+        metric_model: MoGe2Model | None = None,
     ):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -102,6 +115,8 @@ class PixelPerfectDepth:
         self.seed = seed
         self.dit = dit.eval().requires_grad_(False).to(self.device)
         self.semantics_encoder = semantics_encoder.eval().requires_grad_(False).to(self.device)
+        self.metric_model = None if metric_model is None else metric_model.eval().requires_grad_(False).to(self.device)
+        self.shared_encoder = metric_model is not None and getattr(semantics_encoder, "encoder", None) is metric_model.encoder
 
     @property
     def steps(self) -> int:
@@ -115,12 +130,21 @@ class PixelPerfectDepth:
 
     @classmethod
     def from_checkpoints(
-        cls, checkpoint: str | Path, semantics: str | Path, semantics_type: str = "da2", **kwargs
+        cls, checkpoint: str | Path, semantics: str | Path, semantics_type: str = "da2",
+        metric_checkpoint: str | Path | None = None, **kwargs
     ) -> "PixelPerfectDepth":
         """Build from the official files: ``ppd.pth`` / ``ppd_moge.pth`` and the semantics checkpoint
-        (``depth_anything_v2_vitl.pth`` for "da2", MoGe-2 ``model.pt`` for "moge2"). Other keyword
-        arguments go to the constructor. Raises ``CheckpointError`` for missing or wrong files."""
-        return cls(load_ppd_dit(checkpoint), load_semantics_encoder(semantics, semantics_type), **kwargs)
+        (``depth_anything_v2_vitl.pth`` for "da2", MoGe-2 ``model.pt`` for "moge2"), and optionally a
+        MoGe-2 ``model.pt`` for metric references (the same file as ``semantics`` shares the encoder).
+        Other keyword arguments go to the constructor. Raises ``CheckpointError`` for missing or wrong
+        files."""
+        metric_model = None if metric_checkpoint is None else load_moge2_model(metric_checkpoint)
+        if metric_model is not None and semantics_type == "moge2" and Path(semantics).resolve() == Path(
+                metric_checkpoint).resolve():
+            encoder = MoGe2Semantics(metric_model.encoder)
+        else:
+            encoder = load_semantics_encoder(semantics, semantics_type)
+        return cls(load_ppd_dit(checkpoint), encoder, metric_model=metric_model, **kwargs)
 
     def _noise(self, height: int, width: int) -> torch.Tensor:
         generator = torch.Generator()
@@ -131,8 +155,11 @@ class PixelPerfectDepth:
         return torch.randn(1, 1, height, width, generator=generator).to(self.device)
 
     @torch.inference_mode()
-    def __call__(self, image: np.ndarray) -> DepthPrediction:
-        """Predict normalised log-depth for one (H0, W0, 3) uint8 RGB image."""
+    def __call__(self, image: np.ndarray, metric_reference: bool = False) -> DepthPrediction:
+        """Predict normalised log-depth for one (H0, W0, 3) uint8 RGB image; with ``metric_reference``
+        also MoGe-2's metric depth of the same processing-size image (needs ``metric_model``)."""
+        if metric_reference and self.metric_model is None:
+            raise ValueError("metric_reference needs a metric_model (a MoGe-2 checkpoint)")
         timings, clock = {}, time.perf_counter()
 
         def lap(stage: str) -> None:
@@ -149,17 +176,28 @@ class PixelPerfectDepth:
         noise = self._noise(*x.shape[-2:])
         lap("preprocess")
         autocast = torch.autocast(self.device.type, dtype=DTYPES[self.dtype], enabled=self.dtype != "fp32")
+        encoder_output = None
         with autocast:
-            # 2. Semantic tokens, once per image: (1, h*w, 1024).
-            semantics = self.semantics_encoder.forward_semantics(x)
+            # 2. Semantic tokens, once per image: (1, h*w, 1024) (+ MoGe-2's encoder outputs when shared).
+            if self.shared_encoder:
+                semantics, *encoder_output = self.semantics_encoder.encode(x)
+            else:
+                semantics = self.semantics_encoder.forward_semantics(x)
             lap("semantics")
             # 3. Euler steps of the DiT: (1, 1, H, W).
             depth = sample_depth(self.dit, x, semantics, noise, self.timesteps)
             lap("sampling")
-        # 4. Back to the input resolution.
+        # 4. MoGe-2 metric reference of the same image (float32 outputs).
+        reference = None
+        if metric_reference:
+            reference = moge2_infer(self.metric_model, x[0], encoder_output=encoder_output,
+                                    use_fp16=self.dtype == "fp16")
+            lap("metric_reference")
+        # 5. Back to the input resolution.
         full = resize_depth(depth, height0, width0)
         prediction = DepthPrediction(
-            depth=full[0, 0].float().cpu().numpy(), processing_depth=depth[0, 0].float().cpu().numpy()
+            depth=full[0, 0].float().cpu().numpy(), processing_depth=depth[0, 0].float().cpu().numpy(),
+            metric_reference=reference,
         )
         lap("postprocess")
         prediction.timings_ms = timings

@@ -189,8 +189,17 @@ class MoGe2Semantics(SemanticsEncoder):
         """Build from MoGe's ``model_config['encoder']`` (see :meth:`MoGe2Encoder.from_config`)."""
         return cls(MoGe2Encoder.from_config(encoder_config))
 
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Semantic tokens and the raw encoder outputs they come from (for a shared MoGe-2 pass).
+
+        Returns:
+            tokens: (N, rows*cols, dim_out), as :meth:`forward_semantics`.
+            features: (N, dim_out, rows, cols) and cls: (N, D), as :meth:`MoGe2Encoder.forward`.
+        """
+        rows, cols = semantics_token_grid(x)
+        features, cls = self.encoder(x, rows, cols)
+        return features.flatten(2).transpose(1, 2), features, cls
+
     def forward_semantics(self, x: torch.Tensor) -> torch.Tensor:
         """See :meth:`SemanticsEncoder.forward_semantics`; returns (N, rows*cols, dim_out)."""
-        rows, cols = semantics_token_grid(x)
-        features, _ = self.encoder(x, rows, cols)  # (N, dim_out, rows, cols)
-        return features.flatten(2).transpose(1, 2)
+        return self.encode(x)[0]

@@ -255,6 +255,28 @@ def depth_to_image(depth: np.ndarray, header: Header, encoding: str = "32FC1") -
     return _image(data, pixels, header, encoding)
 
 
+def image_to_depth(msg: Image) -> np.ndarray:
+    """A REP 118 depth Image as metres: the inverse of ``depth_to_image``.
+
+    Args:
+        msg: ``32FC1`` (metres; NaN, inf and 0 invalid) or ``16UC1`` (millimetres; 0 invalid), either
+            endianness, any row padding.
+
+    Returns:
+        (H, W) float32 metres, NaN = invalid (a new array).
+
+    Raises:
+        ConversionError: for other encodings or inconsistent sizes.
+    """
+    if msg.encoding not in DEPTH_ENCODINGS:
+        raise ConversionError(
+            f"unsupported depth encoding {msg.encoding!r}; supported: {', '.join(DEPTH_ENCODINGS)}")
+    pixels = image_to_array(msg)
+    depth = pixels.astype(np.float32) / (1000.0 if msg.encoding == "16UC1" else 1.0)
+    depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
+    return depth
+
+
 def rgb8_to_image(rgb: np.ndarray, header: Header) -> Image:
     """An RGB array as an ``rgb8`` Image (unpadded rows).
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cv2
+import numpy as np
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -29,7 +30,8 @@ from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
-from ..geometry.decoding import DepthDecoder, decoder_parameter_names, make_decoder
+from ..geometry.decoding import DepthDecoder, ReferenceAlignedDecoder, decoder_parameter_names, make_decoder
+from ..geometry.filters import flying_pixel_mask
 from ..geometry.projection import scale_intrinsics
 from ..inference.checkpoints import CheckpointError, download_instructions
 from ..inference.pipeline import PixelPerfectDepth
@@ -42,6 +44,7 @@ from .conversions import (
     compressed_to_rgb8,
     depth_to_image,
     image_to_array,
+    image_to_depth,
     image_to_rgb8,
     nonfinite_pixels,
     scaled_camera_info,
@@ -103,8 +106,11 @@ class DepthNode(Node):
         reason = check_parameters(values)
         if reason:
             raise ValueError(reason)
-        self._settings = Settings.from_values(values)
         self.pipeline = self._load_model(values)
+        reason = self._check(values)
+        if reason:
+            raise ValueError(reason)
+        self._settings = Settings.from_values(values)
         self.model_id = (f"{values['checkpoint'].rsplit('/', 1)[-1]} + {values['semantics'].rsplit('/', 1)[-1]} "
                          f"({values['semantics_type']})")
 
@@ -128,6 +134,8 @@ class DepthNode(Node):
         else:
             self.create_subscription(Image, "image", self._on_image, in_qos)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
+        self._sparse_depth: Image | None = None
+        self.create_subscription(Image, "sparse_depth", self._on_sparse_depth, in_qos)
 
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
@@ -147,9 +155,11 @@ class DepthNode(Node):
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {values['device']!r} requested but CUDA is not available to torch")
         seed = None if values["seed"] < 0 else values["seed"]
+        shared = values["semantics"] if values["semantics_type"] == "moge2" else ""
         return PixelPerfectDepth.from_checkpoints(
             values["checkpoint"], values["semantics"], values["semantics_type"], steps=values["steps"],
             target_area=values["target_area"], device=device, dtype=values["dtype"], seed=seed,
+            metric_checkpoint=values["moge2_checkpoint"] or shared or None,
         )
 
     @staticmethod
@@ -161,9 +171,16 @@ class DepthNode(Node):
         """The values of this node's parameters among ``params`` (rclpy's own, e.g. use_sim_time, left out)."""
         return {p.name: p.value for p in params if p.name in SPECS}
 
+    def _check(self, values: dict[str, Any]) -> str | None:
+        """``check_parameters`` plus what depends on the loaded models."""
+        if values["depth_mode"] == "moge2" and self.pipeline.metric_model is None:
+            return ("depth_mode moge2 needs the MoGe-2 model: restart with moge2_checkpoint set, or with "
+                    "semantics_type moge2")
+        return check_parameters(values)
+
     def _validate_parameters(self, params) -> SetParametersResult:
         values = {**self._settings.values, **self._own(params)}
-        reason = check_parameters(values)
+        reason = self._check(values)
         return SetParametersResult(successful=reason is None, reason=reason or "")
 
     def _apply_parameters(self, params) -> None:
@@ -248,10 +265,17 @@ class DepthNode(Node):
                                           throttle_duration_sec=5.0)
         decoded = time.perf_counter()
 
-        prediction = self.pipeline(rgb)
+        decoder = settings.decoder
+        prediction = self.pipeline(rgb, metric_reference=decoder.mode == "moge2")
         inferred = time.perf_counter()
+        if isinstance(decoder, ReferenceAlignedDecoder):
+            decoder.update(*self._reference(decoder.mode, prediction, frame.image.header, values))
         normalised = prediction.depth if values["output_resolution"] == "input" else prediction.processing_depth
-        depth = settings.decoder(normalised)
+        depth = decoder(normalised)
+        flying = 0
+        if values["flying_pixel_threshold"] > 0:
+            mask = flying_pixel_mask(depth, values["flying_pixel_threshold"])
+            depth[mask], flying = np.nan, int(mask.sum())
         out_h, out_w = depth.shape
         K_out, P_out = scale_intrinsics(K, P, out_w / width, out_h / height)
         postprocessed = time.perf_counter()
@@ -282,9 +306,29 @@ class DepthNode(Node):
             self._window["processed"] += 1
             for stage, ms in stages.items():
                 self._window["stage_sums"][stage] += ms
-        self._pub_status.publish(self._status(header, settings, rgb.shape[:2], (out_h, out_w), stages))
+        self._pub_status.publish(self._status(header, settings, rgb.shape[:2], (out_h, out_w), stages, flying))
 
-    def _status(self, header, settings: Settings, input_hw, output_hw, stages: dict[str, float]) -> DepthStatus:
+    def _reference(self, mode: str, prediction, header, values) -> tuple[np.ndarray, np.ndarray]:
+        """(normalised depth, metric reference depth in metres) for a reference-aligned decoder."""
+        if mode == "moge2":
+            return prediction.processing_depth, prediction.metric_reference.depth  # inf outside MoGe-2's mask
+        sparse = self._sparse_depth
+        no_reference = np.full((1, 1), np.nan, np.float32)
+        if sparse is None or sparse.header.frame_id != header.frame_id:
+            return prediction.depth, no_reference
+        if abs(_stamp_ns(sparse.header) - _stamp_ns(header)) > values["sparse_max_age_s"] * 1e9:
+            return prediction.depth, no_reference
+        try:
+            return prediction.depth, image_to_depth(sparse)
+        except ConversionError as error:
+            self.get_logger().warning(f"sparse_depth unusable: {error}", throttle_duration_sec=5.0)
+            return prediction.depth, no_reference
+
+    def _on_sparse_depth(self, msg: Image) -> None:
+        self._sparse_depth = msg
+
+    def _status(self, header, settings: Settings, input_hw, output_hw, stages: dict[str, float],
+                flying: int) -> DepthStatus:
         values = settings.values
         processing_h, processing_w = processing_size(*input_hw, self.pipeline.target_area)
         decoding = settings.decoder.parameters()
@@ -299,6 +343,8 @@ class DepthNode(Node):
             decoding_parameter_names=list(decoding), decoding_parameter_values=[float(v) for v in decoding.values()],
             age_ms=age_ns / 1e6, frames_received=counts["received"], frames_processed=counts["processed"],
             frames_dropped=self._dropped(), frames_rejected=counts["rejected"], frames_idle=counts["idle"],
+            scale_state=getattr(settings.decoder, "state", ""),
+            flying_pixel_filter=values["flying_pixel_threshold"] > 0, flying_pixels_removed=flying,
             **{stage: float(ms) for stage, ms in stages.items()},
         )
 

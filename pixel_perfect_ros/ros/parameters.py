@@ -66,12 +66,29 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("seed", 0, "initial-noise seed, the same for every frame; -1 draws fresh noise per frame",
                   limits=(-1, 2**31 - 1)),
     # Depth output
-    ParameterSpec("depth_mode", "relative", "depth decoding: relative (exp of the normalised log-depth, not metres) "
-                  "or fixed_range (metres, assuming the scene spans near_m..far_m)", choices=tuple(DECODERS)),
+    ParameterSpec("depth_mode", "relative", "depth decoding: relative (exp of the normalised log-depth, not metres), "
+                  "fixed_range (metres, assuming the scene spans near_m..far_m), moge2 (metres aligned to MoGe-2's "
+                  "metric prediction of each frame) or sparse_topic (metres aligned to the depth image on "
+                  "sparse_depth)", choices=tuple(DECODERS)),
     ParameterSpec("near_m", 0.5, "fixed_range: depth of the scene's near end (2nd percentile), metres",
                   limits=(0.0, 1000.0)),
     ParameterSpec("far_m", 10.0, "fixed_range: depth of the scene's far end (98th percentile), metres",
                   limits=(0.0, 10000.0)),
+    ParameterSpec("moge2_checkpoint", "", "MoGe-2 model.pt for depth_mode moge2; empty: the 'semantics' file when "
+                  "semantics_type is moge2 (one shared encoder pass), else moge2 is unavailable", read_only=True),
+    ParameterSpec("moge2_min_points", 100, "moge2: valid MoGe-2 pixels needed to fit a frame (else the last fit is "
+                  "held)", limits=(2, 100_000_000)),
+    ParameterSpec("sparse_min_points", 50, "sparse_topic: valid sensor pixels needed to fit a frame (else the last "
+                  "fit is held)", limits=(2, 100_000_000)),
+    ParameterSpec("sparse_smoothing", 0.8, "sparse_topic: weight of the previous fit in the running average",
+                  limits=(0.0, 0.99)),
+    ParameterSpec("sparse_max_jump", 0.3, "sparse_topic: a new fit that changes the depth at the median pixel by more "
+                  "than this fraction is rejected as an outlier (5 in a row: accepted as a scene change)",
+                  limits=(0.01, 10.0)),
+    ParameterSpec("sparse_max_age_s", 0.2, "sparse_topic: largest stamp difference between the image and the sensor "
+                  "depth used for it, seconds", limits=(0.0, 10.0)),
+    ParameterSpec("flying_pixel_threshold", 0.0, "edge filter: a pixel between a nearer and a farther neighbour, each "
+                  "differing by more than this fraction of its depth, is invalid (NaN); 0 = off", limits=(0.0, 1.0)),
     ParameterSpec("output_resolution", "input", "depth size: input (camera image size) or processing (network size)",
                   choices=("input", "processing")),
     ParameterSpec("output_encoding", "32FC1", "depth/image encoding: 32FC1 (NaN = invalid) or 16UC1 (mm, 0 = invalid)",
@@ -86,7 +103,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("pairing_tolerance_s", 0.005, "stamp pairing tolerance, seconds", limits=(0.0, 1.0)),
     ParameterSpec("lazy", True, "run inference only while an output topic has a subscriber"),
     # QoS (read-only)
-    ParameterSpec("input_reliability", "best_effort", "QoS reliability of the image and camera_info subscriptions "
+    ParameterSpec("input_reliability", "best_effort", "QoS reliability of the image, camera_info and sparse_depth subscriptions "
                   "(best_effort matches both kinds of publisher)", choices=RELIABILITY, read_only=True),
     ParameterSpec("input_depth", 5, "QoS history depth of the input subscriptions", limits=(1, 100), read_only=True),
     ParameterSpec("output_reliability", "reliable", "QoS reliability of the outputs (reliable is seen by both "

@@ -27,9 +27,11 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_harness import FRAME_ID, camera_info, connect, result_of, rgb_image, wait_for
 from sensor_msgs.msg import CompressedImage, Image, PointField
 
+from pixel_perfect_ros.geometry.decoding import make_decoder
 from pixel_perfect_ros.inference.pipeline import DepthPrediction
 from pixel_perfect_ros.inference.preprocess import processing_size
 
@@ -148,7 +150,7 @@ def fixed_range_normalised(depth_m: np.ndarray, near_m: float, far_m: float) -> 
 class FixedPipeline:
     """Stands in for the node's ``PixelPerfectDepth``: a known normalised depth for every image.
 
-    Has the attributes the node reads and sets (steps, target_area, seed, device).
+    Has the attributes the node reads and sets (steps, target_area, seed, device, metric_model).
 
     Args:
         normalised: ``(height, width) -> (height, width) float32`` normalised log-depth of an image of
@@ -159,8 +161,9 @@ class FixedPipeline:
     def __init__(self, normalised, like):
         self.normalised = normalised
         self.steps, self.target_area, self.seed, self.device = like.steps, like.target_area, like.seed, like.device
+        self.metric_model = None
 
-    def __call__(self, rgb: np.ndarray) -> DepthPrediction:
+    def __call__(self, rgb: np.ndarray, metric_reference: bool = False) -> DepthPrediction:
         height, width = rgb.shape[:2]
         return DepthPrediction(depth=self.normalised(height, width),
                                processing_depth=self.normalised(*processing_size(height, width, self.target_area)),
@@ -762,3 +765,86 @@ def test_missing_checkpoint_exits_non_zero_naming_the_files_to_download(node_env
     assert returncode != 0
     for name in ("'checkpoint' and 'semantics'", "ppd.pth", "depth_anything_v2_vitl.pth", "ppd_moge.pth", "moge2.pt"):
         assert name in stderr(), stderr()
+
+
+# ------------------------------------------------------------------------------ metric modes and filter
+
+
+def test_moge2_mode_shares_the_encoder_and_publishes_metres_fitted_to_moge2(ros, tiny_checkpoints):
+    node, probe = start(ros, {**tiny_checkpoints, "ppd": tiny_checkpoints["ppd_moge"], "da2": tiny_checkpoints["moge2"]},
+                        "depth/image", "depth/status", semantics_type="moge2", depth_mode="moge2", moge2_min_points=10)
+    assert node.pipeline.shared_encoder  # one encoder pass: MoGe-2 runs on the semantics' token grid
+    rgb = seeded_rgb()
+    depth, status = outputs(probe, send_frame(probe, rgb), "depth/image", "depth/status")
+    assert status.is_metric and status.depth_mode == "moge2" and status.scale_state == "fitted"
+    params = dict(zip(status.decoding_parameter_names, status.decoding_parameter_values))
+    assert params["offset"] == 1.0 and params["reference_points"] >= 10
+
+    prediction = node.pipeline(rgb, metric_reference=True)  # the same frame again: fixed seed, same result
+    decoder = make_decoder("moge2", moge2_min_points=10)
+    decoder.update(prediction.processing_depth, prediction.metric_reference.depth)
+    np.testing.assert_allclose(depth_array(depth), decoder(prediction.depth), rtol=1e-5)
+    assert np.nanmax(depth_array(depth)) <= np.max(prediction.metric_reference.depth[prediction.metric_reference.mask])
+
+
+def test_moge2_with_da2_semantics_runs_its_own_encoder(ros, tiny_checkpoints):
+    node, probe = start(ros, tiny_checkpoints, "depth/image", "depth/status", depth_mode="moge2",
+                        moge2_min_points=10, moge2_checkpoint=str(tiny_checkpoints["moge2"]))
+    assert not node.pipeline.shared_encoder
+    (status,) = outputs(probe, send_frame(probe, seeded_rgb()), "depth/status")
+    assert status.is_metric and status.scale_state == "fitted"
+
+
+def test_moge2_mode_needs_a_moge2_model(ros, tiny_checkpoints):
+    node = ros.depth_node(tiny_checkpoints)
+    (result,) = node.set_parameters([Parameter("depth_mode", value="moge2")])
+    assert not result.successful and "needs the MoGe-2 model" in result.reason
+    with pytest.raises(ValueError, match="needs the MoGe-2 model"):
+        ros.depth_node(tiny_checkpoints, depth_mode="moge2")
+
+
+def test_sparse_topic_aligns_to_the_sensor_holds_without_it_and_falls_back_before_it(ros, tiny_checkpoints):
+    node, probe = start(ros, tiny_checkpoints, "depth/image", "depth/status", depth_mode="sparse_topic",
+                        sparse_min_points=20, sparse_max_age_s=0.0)
+    sparse_pub = probe.create_publisher(Image, "sparse_depth", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    wait_for(lambda: sparse_pub.get_subscription_count() > 0, what="sparse_depth subscription")
+    n = np.tile(np.linspace(0.0, 1.0, WIDTH, dtype=np.float32), (HEIGHT, 1))
+    node.pipeline = FixedPipeline(lambda h, w: cv2.resize(n, (w, h), interpolation=cv2.INTER_LINEAR), node.pipeline)
+    metric = np.expm1(0.9 * n + 0.3).astype(np.float32)
+    rgb = seeded_rgb()
+
+    (status,) = outputs(probe, send_frame(probe, rgb), "depth/status")  # no sensor depth yet
+    assert (status.is_metric, status.scale_state) == (False, "relative_fallback")
+
+    # A 16UC1 sensor at half the resolution (its pixel (r, c) measures full-resolution pixel (2r+1, 2c+1),
+    # the nearest to its centre), a sparse grid of points, stamped like the frame.
+    sensor = np.zeros((HEIGHT // 2, WIDTH // 2), np.uint16)
+    sensor[::3, ::3] = np.round(metric[1::2, 1::2] * 1000)[::3, ::3]
+    stamp = probe.now()
+    sparse = image_msg(sensor, "16UC1")
+    sparse.header.stamp = stamp
+    sparse_pub.publish(sparse)
+    wait_for(lambda: node._sparse_depth is not None, what="the sensor depth")
+    image, info = rgb_image(rgb, stamp), camera_info(WIDTH, HEIGHT, stamp)
+    probe.send(image, info)
+    depth, status = outputs(probe, stamp, "depth/image", "depth/status")
+    assert (status.is_metric, status.scale_state) == (True, "fitted")
+    np.testing.assert_allclose(depth_array(depth), metric, rtol=0.02)
+
+    (status,) = outputs(probe, send_frame(probe, rgb), "depth/status")  # the sensor depth is of another stamp
+    assert (status.is_metric, status.scale_state) == (True, "held")
+
+
+def test_flying_pixel_filter_removes_mixed_pixels_of_a_step_edge(ros, tiny_checkpoints):
+    node, probe = start(ros, tiny_checkpoints, "depth/image", "depth/status", depth_mode="fixed_range",
+                        near_m=1.0, far_m=5.0, flying_pixel_threshold=0.1)
+    step = np.where(np.arange(WIDTH) < WIDTH // 2, 2.0, 4.0).astype(np.float32)
+    step[WIDTH // 2 - 1] = 3.0  # one column of mixed pixels between the two planes
+    metres = np.tile(step, (HEIGHT, 1))
+    n = fixed_range_normalised(metres, 1.0, 5.0)
+    node.pipeline = FixedPipeline(lambda h, w: cv2.resize(n, (w, h), interpolation=cv2.INTER_NEAREST), node.pipeline)
+    depth, status = outputs(probe, send_frame(probe, seeded_rgb()), "depth/image", "depth/status")
+    published = depth_array(depth)
+    assert status.flying_pixel_filter and status.flying_pixels_removed == HEIGHT
+    assert np.isnan(published[:, WIDTH // 2 - 1]).all()
+    assert np.isfinite(np.delete(published, WIDTH // 2 - 1, axis=1)).all()

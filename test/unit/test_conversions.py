@@ -18,6 +18,7 @@ from pixel_perfect_ros.ros.conversions import (
     compressed_to_rgb8,
     depth_to_image,
     image_to_array,
+    image_to_depth,
     image_to_rgb8,
     nonfinite_pixels,
     rgb8_to_image,
@@ -416,3 +417,19 @@ def test_bench_conversions_rejects_bad_arguments(argv):
     with pytest.raises(SystemExit) as exit_info:
         bench_conversions.parse_args(argv)
     assert exit_info.value.code == 2
+
+
+# ---------------------------------------------------------------------------------------- image_to_depth
+
+
+def test_image_to_depth_inverts_depth_to_image_in_both_encodings():
+    depth = np.array([[0.5, 1.234, np.nan], [np.inf, 0.0, 65.0]], np.float32)
+    header = Header(frame_id="cam")
+    metres = image_to_depth(depth_to_image(depth, header, "32FC1"))
+    np.testing.assert_array_equal(np.isnan(metres), [[False, False, True], [True, True, False]])
+    np.testing.assert_array_equal(metres[0, :2], depth[0, :2])
+    millimetres = image_to_depth(depth_to_image(depth, header, "16UC1"))
+    np.testing.assert_allclose(millimetres[0, :2], [0.5, 1.234], atol=1e-6)
+    assert millimetres[1, 2] == pytest.approx(65.0) and np.isnan(millimetres[1, :2]).all()
+    with pytest.raises(ConversionError, match="unsupported depth encoding 'rgb8'"):
+        image_to_depth(rgb8_to_image(np.zeros((2, 2, 3), np.uint8), header))

@@ -100,7 +100,7 @@ def test_make_decoder_builds_each_mode():
     fixed = make_decoder("fixed_range", near_m=1, far_m=30)
     assert isinstance(fixed, FixedRangeDecoder) and fixed.mode == "fixed_range" and fixed.is_metric
     assert fixed.parameters()["far_m"] == 30.0
-    assert set(DECODERS) == {"relative", "fixed_range"}
+    assert set(DECODERS) == {"relative", "fixed_range", "moge2", "sparse_topic"}
     assert decoder_parameter_names("fixed_range") == ("near_m", "far_m")
     assert decoder_parameter_names("relative") == ()
 
@@ -123,3 +123,75 @@ def test_make_decoder_rejects_wrong_parameters(mode, params):
 def test_make_decoder_rejects_invalid_values():
     with pytest.raises(ValueError, match="far_m must be greater"):
         make_decoder("fixed_range", near_m=3.0, far_m=1.0)
+
+
+# ----------------------------------------------------------------------------- reference-aligned decoders
+
+
+def _scene(a=0.8, b=0.4, shape=(48, 64)):
+    """Normalised depth n (a ramp) and the metric depth whose log(1+d) is a*n + b."""
+    n = np.tile(np.linspace(-0.2, 1.2, shape[1], dtype=np.float32), (shape[0], 1))
+    return n, np.expm1(a * n + b).astype(np.float32)
+
+
+def test_sample_reference_keeps_every_sparse_point_at_any_resolution():
+    from pixel_perfect_ros.geometry.decoding import sample_reference
+
+    n = np.arange(12, dtype=np.float32).reshape(3, 4)
+    reference = np.full((6, 8), np.nan, np.float32)
+    reference[0, 0], reference[5, 7], reference[2, 3] = 1.0, 2.0, 3.0
+    reference[4, 4] = 0.0  # 16UC1-style invalid
+    x, y = sample_reference(n, reference)
+    assert sorted(zip(x.tolist(), y.tolist())) == [(0.0, 1.0), (5.0, 3.0), (11.0, 2.0)]
+
+
+def test_moge2_decoder_equals_the_official_metric_recovery():
+    from pixel_perfect_ros.geometry.alignment import recover_metric_depth_ransac
+
+    n, metric = _scene()
+    rng = np.random.default_rng(0)
+    noisy = metric * rng.uniform(0.97, 1.03, metric.shape).astype(np.float32)
+    decoder = make_decoder("moge2", moge2_min_points=10)
+    assert decoder.update(n, noisy) == "fitted" and decoder.is_metric
+    official = recover_metric_depth_ransac(n, noisy, np.ones(n.shape, bool), seed=0)
+    np.testing.assert_allclose(decoder(n), official, rtol=2e-6)
+
+
+def test_sparse_decoder_falls_back_fits_holds_and_rejects_outliers():
+    n, metric = _scene()
+    decoder = make_decoder("sparse_topic", sparse_min_points=20, sparse_smoothing=0.5, sparse_max_jump=0.3)
+    assert not decoder.is_metric and decoder.state == "relative_fallback"
+    np.testing.assert_allclose(decoder(n), np.exp(n), rtol=1e-6)  # relative until the first fit
+
+    sparse = np.full_like(metric, np.nan)
+    sparse[::4, ::4] = metric[::4, ::4]  # 192 points
+    sparse[::8, ::8] *= 3.0  # 25 % gross outliers
+    assert decoder.update(n, sparse) == "fitted" and decoder.is_metric
+    np.testing.assert_allclose(decoder(n), metric, rtol=1e-3)
+
+    assert decoder.update(n, np.full((4, 4), np.nan, np.float32)) == "held"
+    np.testing.assert_allclose(decoder(n), metric, rtol=1e-3)
+
+    far = np.expm1(0.8 * n + 1.4).astype(np.float32)  # e-fold jump: an outlier fit
+    for _ in range(decoder.MAX_REJECTIONS):
+        assert decoder.update(n, far) == "outlier_rejected"
+    np.testing.assert_allclose(decoder(n), metric, rtol=1e-3)
+    assert decoder.update(n, far) == "fitted"  # persistent: the scene changed
+    np.testing.assert_allclose(decoder(n), far, rtol=1e-3)
+
+
+def test_sparse_decoder_smooths_small_changes():
+    n, metric = _scene(b=0.4)
+    decoder = make_decoder("sparse_topic", sparse_min_points=20, sparse_smoothing=0.5, sparse_max_jump=0.3)
+    decoder.update(n, metric)
+    _, nearer = _scene(b=0.3)
+    assert decoder.update(n, nearer) == "smoothed"
+    assert decoder.scale == pytest.approx(0.8, abs=1e-4) and decoder.shift == pytest.approx(0.35, abs=1e-4)
+
+
+@pytest.mark.parametrize("params", [dict(sparse_min_points=1, sparse_smoothing=0.5, sparse_max_jump=0.3),
+                                    dict(sparse_min_points=20, sparse_smoothing=1.0, sparse_max_jump=0.3),
+                                    dict(sparse_min_points=20, sparse_smoothing=0.5, sparse_max_jump=0.0)])
+def test_sparse_decoder_rejects_bad_parameters(params):
+    with pytest.raises(ValueError):
+        make_decoder("sparse_topic", **params)
