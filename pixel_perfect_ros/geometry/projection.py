@@ -105,3 +105,19 @@ def scale_intrinsics(K: np.ndarray, P: np.ndarray, sx: float, sy: float) -> tupl
             raise ValueError(f"{name} must be finite and > 0, got {s}")
     scale = np.diag([sx, sy, 1.0])
     return scale @ K, scale @ P
+
+
+def pixel_intrinsics(K_normalised: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pixel camera matrix of a ``width x height`` image from normalised intrinsics (MoGe-2's).
+
+    MoGe-2's ``K`` is in units of image width/height with the pixel-centre convention (pixel (i, j) at
+    ``((j + 0.5) / W, (i + 0.5) / H)``); this returns the integer-index convention of ``back_project``
+    and depth_image_proc: ``fx * W``, ``fy * H``, ``cx * W - 0.5``, ``cy * H - 0.5``.
+
+    Returns:
+        (3, 3) float64.
+    """
+    K = np.asarray(K_normalised, dtype=np.float64)
+    return np.array([[K[0, 0] * width, 0.0, K[0, 2] * width - 0.5],
+                     [0.0, K[1, 1] * height, K[1, 2] * height - 0.5],
+                     [0.0, 0.0, 1.0]])

@@ -32,7 +32,7 @@ from std_msgs.msg import Header
 
 from ..geometry.decoding import DepthDecoder, ReferenceAlignedDecoder, decoder_parameter_names, make_decoder
 from ..geometry.filters import flying_pixel_mask
-from ..geometry.projection import scale_intrinsics
+from ..geometry.projection import pixel_intrinsics, scale_intrinsics
 from ..inference.checkpoints import CheckpointError, download_instructions
 from ..inference.pipeline import PixelPerfectDepth
 from ..inference.preprocess import processing_size
@@ -62,10 +62,11 @@ STAGES = ("decode_ms", "preprocess_ms", "semantics_ms", "sampling_ms", "postproc
 
 @dataclass(frozen=True)
 class Frame:
-    """A paired input frame as handed to the inference worker."""
+    """An input frame as handed to the inference worker (with its CameraInfo, or None when the
+    intrinsics come from MoGe-2)."""
 
     image: Image | CompressedImage
-    info: CameraInfo
+    info: CameraInfo | None
     received_s: float  # time.perf_counter() at receipt
 
 
@@ -173,9 +174,10 @@ class DepthNode(Node):
 
     def _check(self, values: dict[str, Any]) -> str | None:
         """``check_parameters`` plus what depends on the loaded models."""
-        if values["depth_mode"] == "moge2" and self.pipeline.metric_model is None:
-            return ("depth_mode moge2 needs the MoGe-2 model: restart with moge2_checkpoint set, or with "
-                    "semantics_type moge2")
+        uses_moge2 = [f"{name} moge2" for name in ("depth_mode", "intrinsics_source") if values[name] == "moge2"]
+        if uses_moge2 and self.pipeline.metric_model is None:
+            return (f"{' and '.join(uses_moge2)} needs the MoGe-2 model: restart with moge2_checkpoint set, or "
+                    "with semantics_type moge2")
         return check_parameters(values)
 
     def _validate_parameters(self, params) -> SetParametersResult:
@@ -211,6 +213,9 @@ class DepthNode(Node):
             self._counts["received"] += 1
             self._counts["idle"] += not wanted
         if not wanted:
+            return
+        if self._settings.values["intrinsics_source"] == "moge2":
+            self._worker.submit(Frame(image=msg, info=None, received_s=time.perf_counter()))
             return
         pair = self._pairer.add_image(_stamp_ns(msg.header), msg.header.frame_id, (msg, time.perf_counter()))
         if pair:
@@ -254,7 +259,8 @@ class DepthNode(Node):
             else:
                 rgb = image_to_rgb8(frame.image)
             height, width = rgb.shape[:2]
-            K, P = camera_info_to_intrinsics(frame.info, width, height)
+            if frame.info is not None:
+                K, P = camera_info_to_intrinsics(frame.info, width, height)
         except ConversionError as error:
             self._reject(frame, str(error))
             return
@@ -266,8 +272,13 @@ class DepthNode(Node):
         decoded = time.perf_counter()
 
         decoder = settings.decoder
-        prediction = self.pipeline(rgb, metric_reference=decoder.mode == "moge2")
+        prediction = self.pipeline(rgb, metric_reference=decoder.mode == "moge2" or frame.info is None)
         inferred = time.perf_counter()
+        info = frame.info
+        if info is None:  # intrinsics_source moge2: an ideal pinhole camera with MoGe-2's intrinsics
+            K = pixel_intrinsics(prediction.metric_reference.intrinsics, width, height)
+            P = np.hstack([K, np.zeros((3, 1))])
+            info = CameraInfo(distortion_model="plumb_bob", d=[0.0] * 5, r=np.eye(3).ravel())
         if isinstance(decoder, ReferenceAlignedDecoder):
             decoder.update(*self._reference(decoder.mode, prediction, frame.image.header, values))
         normalised = prediction.depth if values["output_resolution"] == "input" else prediction.processing_depth
@@ -282,7 +293,7 @@ class DepthNode(Node):
 
         header = frame.image.header
         self._pub_depth.publish(depth_to_image(depth, header, values["output_encoding"]))
-        self._pub_info.publish(scaled_camera_info(frame.info, K_out, P_out, out_w, out_h, header))
+        self._pub_info.publish(scaled_camera_info(info, K_out, P_out, out_w, out_h, header))
         if values["publish_points"] and (self._pub_points.get_subscription_count() > 0 or not values["lazy"]):
             colours = None
             if values["points_xyzrgb"]:
@@ -340,6 +351,7 @@ class DepthNode(Node):
             dtype=values["dtype"], steps=self.pipeline.steps, processing_width=processing_w,
             processing_height=processing_h, output_width=output_hw[1], output_height=output_hw[0],
             depth_mode=settings.decoder.mode, is_metric=settings.decoder.is_metric,
+            intrinsics_source=values["intrinsics_source"],
             decoding_parameter_names=list(decoding), decoding_parameter_values=[float(v) for v in decoding.values()],
             age_ms=age_ns / 1e6, frames_received=counts["received"], frames_processed=counts["processed"],
             frames_dropped=self._dropped(), frames_rejected=counts["rejected"], frames_idle=counts["idle"],

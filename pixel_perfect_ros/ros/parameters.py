@@ -98,6 +98,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("points_decimation", 1, "keep every n-th pixel (both axes) in depth/points", limits=(1, 16)),
     # Input
     ParameterSpec("use_compressed", False, "subscribe image/compressed (jpeg/png) instead of image", read_only=True),
+    ParameterSpec("intrinsics_source", "camera_info", "camera_info: intrinsics from the camera_info topic (paired with "
+                  "each image); moge2: estimated by MoGe-2 for every frame (uncalibrated cameras: no camera_info "
+                  "needed; needs the MoGe-2 model, see moge2_checkpoint)", choices=("camera_info", "moge2")),
     ParameterSpec("pairing", "stamp", "CameraInfo pairing: stamp (same stamp within the tolerance) or latest "
                   "(latest CameraInfo of the same frame_id)", choices=("stamp", "latest")),
     ParameterSpec("pairing_tolerance_s", 0.005, "stamp pairing tolerance, seconds", limits=(0.0, 1.0)),

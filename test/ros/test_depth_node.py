@@ -32,6 +32,7 @@ from ros_harness import FRAME_ID, camera_info, connect, result_of, rgb_image, wa
 from sensor_msgs.msg import CompressedImage, Image, PointField
 
 from pixel_perfect_ros.geometry.decoding import make_decoder
+from pixel_perfect_ros.geometry.projection import pixel_intrinsics
 from pixel_perfect_ros.inference.pipeline import DepthPrediction
 from pixel_perfect_ros.inference.preprocess import processing_size
 
@@ -848,3 +849,28 @@ def test_flying_pixel_filter_removes_mixed_pixels_of_a_step_edge(ros, tiny_check
     assert status.flying_pixel_filter and status.flying_pixels_removed == HEIGHT
     assert np.isnan(published[:, WIDTH // 2 - 1]).all()
     assert np.isfinite(np.delete(published, WIDTH // 2 - 1, axis=1)).all()
+
+
+def test_intrinsics_from_moge2_need_no_camera_info(ros, tiny_checkpoints):
+    node, probe = start(ros, {**tiny_checkpoints, "ppd": tiny_checkpoints["ppd_moge"], "da2": tiny_checkpoints["moge2"]},
+                        "depth/image", "depth/camera_info", "depth/points", "depth/status", semantics_type="moge2",
+                        intrinsics_source="moge2")
+    rgb = seeded_rgb()
+    stamp = send_msgs(probe, rgb_image(rgb, Time()), None)  # no CameraInfo at all
+    depth, info, points, status = outputs(probe, stamp, "depth/image", "depth/camera_info", "depth/points",
+                                          "depth/status")
+    assert status.intrinsics_source == "moge2" and status.depth_mode == "relative"
+    K = pixel_intrinsics(node.pipeline(rgb, metric_reference=True).metric_reference.intrinsics, WIDTH, HEIGHT)
+    np.testing.assert_allclose(np.reshape(info.k, (3, 3)), K, rtol=1e-6)
+    np.testing.assert_allclose(np.reshape(info.p, (3, 4))[:, :3], K, rtol=1e-6)
+    assert (info.width, info.height, info.distortion_model) == (WIDTH, HEIGHT, "plumb_bob")
+    xyz = cloud_points(points)
+    z = depth_array(depth)
+    u = np.arange(WIDTH)[None, :]
+    np.testing.assert_allclose(xyz["x"], (u - K[0, 2]) * z / K[0, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_intrinsics_from_moge2_need_a_moge2_model(ros, tiny_checkpoints):
+    node = ros.depth_node(tiny_checkpoints)
+    (result,) = node.set_parameters([Parameter("intrinsics_source", value="moge2")])
+    assert not result.successful and "intrinsics_source moge2 needs the MoGe-2 model" in result.reason

@@ -103,3 +103,11 @@ def test_scaled_projection_scales_pixel_indices():
 def test_scale_intrinsics_rejects_bad_inputs(args):
     with pytest.raises(ValueError):
         scale_intrinsics(*args)
+
+
+def test_pixel_intrinsics_from_normalised_moge2_intrinsics():
+    from pixel_perfect_ros.geometry.projection import pixel_intrinsics
+
+    K = np.array([[0.5, 0.0, 0.5], [0.0, 2.0 / 3.0, 0.5], [0.0, 0.0, 1.0]], np.float32)
+    np.testing.assert_allclose(pixel_intrinsics(K, 64, 48), [[32.0, 0.0, 31.5], [0.0, 32.0, 23.5], [0.0, 0.0, 1.0]],
+                               rtol=1e-6)
