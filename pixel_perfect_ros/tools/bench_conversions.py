@@ -15,7 +15,6 @@ applies the allocator tuning that ``depth_node`` applies at start (``ros/allocat
 from __future__ import annotations
 
 import argparse
-import statistics
 import struct
 import time
 from typing import Callable
@@ -28,6 +27,7 @@ from std_msgs.msg import Header
 from ..ros.allocator import keep_freed_memory
 from ..ros.conversions import compressed_to_rgb8, depth_to_image, image_to_rgb8
 from ..ros.pointcloud import point_cloud
+from .cli import median_ms, positive_int
 
 ROW_PADDING = 64
 """Bytes of padding per row in the benchmark's Image messages (exercises ``step``)."""
@@ -37,33 +37,17 @@ NAIVE_SIZE = (48, 64)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench_conversions", description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=1024, help="image width, px (default: 1024)")
-    parser.add_argument("--height", type=int, default=768, help="image height, px (default: 768)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs per case (default: 20)")
+    parser.add_argument("--width", type=positive_int, default=1024, help="image width, px (default: 1024)")
+    parser.add_argument("--height", type=positive_int, default=768, help="image height, px (default: 768)")
+    parser.add_argument("--repeats", type=positive_int, default=20, help="timed runs per case (default: 20)")
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="tune glibc's allocator as depth_node does (ros/allocator.py)")
     return parser
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Parse and validate the command line (exits with status 2 on bad values, like argparse)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for name in ("width", "height", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    return args
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up run, milliseconds."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    """Parse the command line (exits with status 2 on bad values, like argparse)."""
+    return build_parser().parse_args(argv)
 
 
 def padded_image(pixels: np.ndarray, encoding: str) -> Image:

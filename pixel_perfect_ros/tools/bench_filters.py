@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -24,6 +21,7 @@ import numpy as np
 from ..geometry.filters import flying_pixel_mask, statistical_outlier_mask
 from ..geometry.metrics import depth_metrics, edge_aware_chamfer
 from ..geometry.projection import back_project
+from .cli import median_ms, positive_int
 
 SUPERSAMPLE = 2
 """Sub-pixels per axis when rendering the scene (mixed pixels on silhouettes)."""
@@ -37,33 +35,17 @@ MIXED_SPAN = 0.1
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench_filters", description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=1024, help="image width, px (default: 1024)")
-    parser.add_argument("--height", type=int, default=768, help="image height, px (default: 768)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed runs per fast case (default: 10)")
-    parser.add_argument("--sor-repeats", type=int, default=1,
+    parser.add_argument("--width", type=positive_int, default=1024, help="image width, px (default: 1024)")
+    parser.add_argument("--height", type=positive_int, default=768, help="image height, px (default: 768)")
+    parser.add_argument("--repeats", type=positive_int, default=10, help="timed runs per fast case (default: 10)")
+    parser.add_argument("--sor-repeats", type=positive_int, default=1,
                         help="timed runs of statistical outlier removal, seconds each (default: 1)")
     return parser
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Parse and validate the command line (exits with status 2 on bad values, like argparse)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for name in ("width", "height", "repeats", "sor_repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    return args
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up run, milliseconds."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    """Parse the command line (exits with status 2 on bad values, like argparse)."""
+    return build_parser().parse_args(argv)
 
 
 def scene(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

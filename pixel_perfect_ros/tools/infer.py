@@ -17,20 +17,10 @@ from tqdm import tqdm
 from ..inference.checkpoints import SEMANTICS_TYPES, CheckpointError, download_instructions
 from ..inference.pipeline import DTYPES, PixelPerfectDepth
 from ..inference.preprocess import DEFAULT_TARGET_AREA
+from .cli import positive_int
 from .depth_io import write_depth
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
