@@ -874,3 +874,17 @@ def test_intrinsics_from_moge2_need_a_moge2_model(ros, tiny_checkpoints):
     node = ros.depth_node(tiny_checkpoints)
     (result,) = node.set_parameters([Parameter("intrinsics_source", value="moge2")])
     assert not result.successful and "intrinsics_source moge2 needs the MoGe-2 model" in result.reason
+
+
+def test_publish_points_false_publishes_depth_but_no_cloud(ros, tiny_checkpoints):
+    node, probe = start(ros, tiny_checkpoints, "depth/image", "depth/points", "depth/status", publish_points=False)
+    stamp = send_frame(probe, seeded_rgb())
+    outputs(probe, stamp, "depth/image", "depth/status")
+    assert probe.for_stamp("depth/points", stamp) is None and probe.count("depth/points") == 0
+
+
+def test_seed_minus_one_draws_fresh_noise_per_frame(ros, tiny_checkpoints):
+    node, probe = start(ros, tiny_checkpoints, "depth/image", seed=-1)
+    rgb = seeded_rgb()
+    first, second = (depth_array(outputs(probe, send_frame(probe, rgb), "depth/image")[0]) for _ in range(2))
+    assert first.shape == second.shape and not np.array_equal(first, second)
