@@ -22,6 +22,7 @@ setup(
         "console_scripts": [
             "ppd-infer = pixel_perfect_ros.tools.infer:main",
             "depth_node = pixel_perfect_ros.ros.depth_node:main",
+            "ppd-train = pixel_perfect_ros.training.train:main",
         ],
     },
 )

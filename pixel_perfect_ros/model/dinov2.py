@@ -340,6 +340,8 @@ DINOV2_ARCHITECTURES: dict[str, dict] = {
     "dinov2_vitb14_reg": dict(embed_dim=768, depth=12, num_heads=12, **_REGISTERS),
     "dinov2_vitl14_reg": dict(embed_dim=1024, depth=24, num_heads=16, **_REGISTERS),
     "dinov2_vitg14_reg": dict(embed_dim=1536, depth=40, num_heads=24, ffn_layer="swiglu", **_REGISTERS),
+    # Not an official DINOv2: the tiny encoder of pixel_perfect_ros's bundled model (trained here).
+    "ppr_vitt14": dict(embed_dim=192, depth=6, num_heads=3),
 }
 """Official DINOv2 hub names -> :class:`DinoVisionTransformer` keyword arguments.
 

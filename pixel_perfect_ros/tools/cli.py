@@ -18,6 +18,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """argparse type: ``WIDTHxHEIGHT`` with both multiples of 16 -> (height, width)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 128x96, got {text!r}") from None
+    if width < 16 or height < 16 or width % 16 or height % 16:
+        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of 16, got {text!r}")
+    return height, width
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up run, milliseconds."""
     fn()

@@ -22,15 +22,15 @@ from ..model.semantics import SEMANTICS_PATCH_SIZE, MoGe2Semantics
 class EncoderConfig:
     """MoGe-2 encoder config (saved as ``model_config['encoder']``).
 
-    backbone: registered DINOv2 name; the loaders resolve only names in ``DINOV2_ARCHITECTURES``, so the
-        smallest official one (ViT-S/14, 22M parameters) is used.
+    backbone: registered DINOv2-architecture name (the loaders resolve names in ``DINOV2_ARCHITECTURES``):
+        ``ppr_vitt14``, the project's tiny ViT (192 wide, 6 blocks, 2.7M parameters).
     intermediate_layers: 0-based blocks whose final-LN'ed tokens are projected and summed (MoGe-2's
-        every-quarter pattern for 12 blocks).
+        every-other-block pattern for 6 blocks).
     dim_out: token width; must be the DiT's semantics width.
     """
 
-    backbone: str = "dinov2_vits14"
-    intermediate_layers: tuple[int, ...] = (2, 5, 8, 11)
+    backbone: str = "ppr_vitt14"
+    intermediate_layers: tuple[int, ...] = (1, 3, 5)
     dim_out: int = SEMANTICS_DIM
 
     def to_moge2(self) -> dict:

@@ -244,3 +244,29 @@ def test_cli_trains_and_writes_official_files(tmp_path, capsys):
     assert load_semantics_encoder(out / "moge2.pt", "moge2").out_dim == 1024
     assert load_ppd_dit(out / "ppd.pth").hidden_size == PPDTrainConfig.hidden_size
     assert "[ppd_finetune] step 2" in capsys.readouterr().out
+
+
+def test_lossy_ground_truth_creates_mixed_pixels_at_edges_only():
+    from pixel_perfect_ros.training.evaluate import lossy
+
+    flat = np.full((32, 64), 2.0, np.float32)
+    np.testing.assert_allclose(lossy(flat), flat)
+    step = np.where(np.arange(64) < 30, 1.0, 3.0).astype(np.float32)[None].repeat(32, 0)
+    mixed = (lossy(step) > 1.01) & (lossy(step) < 2.99)
+    assert mixed.any() and not mixed[:, :20].any() and not mixed[:, 44:].any()
+
+
+def test_evaluate_scores_every_source_on_a_synthetic_test_set(tmp_path):
+    from pixel_perfect_ros.synthetic import make_dataset
+    from pixel_perfect_ros.training.evaluate import SOURCES, evaluate
+
+    rgb, depth = plane_dataset(n=2, height=32, width=48)
+    np.savez(tmp_path / "data.npz", rgb=rgb, depth=depth)
+    assert main(["--data", str(tmp_path / "data.npz"), "--out", str(tmp_path / "out"), "--baseline-steps", "1",
+                 "--ppd-steps", "1", "--finetune-steps", "0", "--batch-size", "2"]) == 0
+    test = make_dataset(2, 32, 48, seed=5, supersample=1)
+    table = evaluate(tmp_path / "out", test["rgb"], test["depth"], test["K"])
+    assert set(table) == set(SOURCES)
+    for row in table.values():
+        assert 0 <= row["abs_rel"] < 10 and 0 <= row["delta_1"] <= 1 and row["chamfer_m"] >= 0
+    assert table["gt_lossy"]["chamfer_m"] > 0 and table["gt_lossy"]["abs_rel"] > 0

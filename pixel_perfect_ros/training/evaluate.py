@@ -1,0 +1,93 @@
+"""The paper's claim at small scale: tiny PPD vs a regression baseline vs lossy ground truth.
+
+On a held-out synthetic test set (its own seed), three depth sources are scored with the official
+protocol (RANSAC fit in log(1+d) space, then AbsRel and delta1) and the edge-aware chamfer distance
+(metres, edge band of the GT):
+
+- ``ppd``: the tiny PPD (4 Euler steps), through ``PixelPerfectDepth`` as the node runs it;
+- ``baseline``: the tiny regression model of the same data (its encoder gives PPD's semantics);
+- ``gt_lossy``: the ground truth itself through a lossy compression, the paper's "GT through VAE"
+  control. No depth autoencoder is trained here: the lossy stage is the fallback the issue names, an
+  ``LOSSY_FACTOR``-times bilinear down- and up-sampling (a latent grid as coarse as an 8x VAE's).
+
+    python -m pixel_perfect_ros.training.evaluate --checkpoints DIR [--synthetic 100] [--seed 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..geometry.alignment import recover_metric_depth_ransac
+from ..geometry.metrics import aligned_metrics, edge_aware_chamfer
+from ..inference.pipeline import PixelPerfectDepth
+from ..synthetic import make_dataset
+from ..tools.cli import image_size, positive_int
+from .train import load_baseline
+
+LOSSY_FACTOR = 8
+SOURCES = ("ppd", "baseline", "gt_lossy")
+
+
+def lossy(depth: np.ndarray, factor: int = LOSSY_FACTOR) -> np.ndarray:
+    """(H, W) depth down-sampled ``factor`` times (area) and up-sampled back (bilinear)."""
+    height, width = depth.shape
+    small = cv2.resize(depth, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def evaluate(checkpoints: Path, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, seed: int = 0) -> dict:
+    """Mean AbsRel, delta1 and edge-aware chamfer (m) per source over the (N, H, W) test set."""
+    height, width = depth.shape[1:]
+    ppd = PixelPerfectDepth.from_checkpoints(checkpoints / "ppd.pth", checkpoints / "moge2.pt", "moge2", steps=4,
+                                             target_area=height * width, seed=seed)
+    baseline = load_baseline(checkpoints / "baseline.pth")
+    scores = {source: {"abs_rel": [], "delta_1": [], "chamfer_m": []} for source in SOURCES}
+    for image, gt in zip(rgb, depth):
+        mask = np.isfinite(gt) & (gt > 0)
+        with torch.inference_mode():
+            x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+            n_baseline = baseline(x)[0, 0].numpy()
+        predictions = {"ppd": ppd(image).depth, "baseline": n_baseline}
+        for source, n in predictions.items():
+            metrics = aligned_metrics(n, gt, mask, protocol="ransac_log", seed=seed)
+            metric_depth = recover_metric_depth_ransac(n, gt, mask, seed=seed)
+            scores[source]["abs_rel"].append(metrics["abs_rel"])
+            scores[source]["delta_1"].append(metrics["delta_1"])
+            scores[source]["chamfer_m"].append(edge_aware_chamfer(metric_depth, gt, K, mask))
+        degraded = lossy(gt)
+        metrics = aligned_metrics(degraded, gt, mask, protocol="none")
+        scores["gt_lossy"]["abs_rel"].append(metrics["abs_rel"])
+        scores["gt_lossy"]["delta_1"].append(metrics["delta_1"])
+        scores["gt_lossy"]["chamfer_m"].append(edge_aware_chamfer(degraded, gt, K, mask))
+    return {source: {name: float(np.nanmean(values)) for name, values in metric.items()}
+            for source, metric in scores.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ppd-evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", type=Path, required=True, help="folder with ppd.pth, moge2.pt, baseline.pth")
+    parser.add_argument("--synthetic", type=positive_int, default=100, help="test scenes (default: 100)")
+    parser.add_argument("--size", type=image_size, default=(96, 128), metavar="WxH", help="default: 128x96")
+    parser.add_argument("--seed", type=int, default=1, help="test-set seed; training used another (default: 1)")
+    parser.add_argument("--json", type=Path, help="also write the table as JSON")
+    args = parser.parse_args(argv)
+    height, width = args.size
+    data = make_dataset(args.synthetic, height, width, seed=args.seed)
+    table = evaluate(args.checkpoints, data["rgb"], data["depth"], data["K"])
+    print(f"{args.synthetic} synthetic test scenes, {width}x{height}, seed {args.seed}")
+    print(f"{'source':<10} {'AbsRel':>8} {'delta1':>8} {'chamfer_m':>10}")
+    for source, row in table.items():
+        print(f"{source:<10} {row['abs_rel']:8.4f} {row['delta_1']:8.4f} {row['chamfer_m']:10.4f}")
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
