@@ -359,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--semantics-dtype", choices=sorted(SEMANTICS_DTYPES), default="fp16",
                         help="storage precision of moge2.pt; the PPD is trained on the rounded encoder (default: fp16)")
+    parser.add_argument("--semantics-from", type=Path, metavar="DIR",
+                        help="reuse the baseline and semantics encoder of a previous run's folder (PPD only)")
     parser.add_argument("--log-every", type=positive_int, default=50, help="print every this many steps")
     return parser
 
@@ -404,12 +406,21 @@ def main(argv: list[str] | None = None) -> int:
     ppd_config = PPDTrainConfig(steps=args.ppd_steps, finetune_steps=args.finetune_steps, batch_size=args.batch_size)
     printer, start = _Printer(args.log_every), time.perf_counter()
 
-    baseline = train_baseline(rgb, depth, baseline_config, args.seed, printer)
-    baseline_s = time.perf_counter() - start
-    save_baseline(baseline, args.out / BASELINE_FILE)
-    semantics = round_weights_(baseline.semantics, SEMANTICS_DTYPES[args.semantics_dtype])
-    save_semantics_checkpoint(semantics, baseline_config.model.encoder, args.out / SEMANTICS_FILE,
-                              SEMANTICS_DTYPES[args.semantics_dtype])
+    if args.semantics_from:  # a previous run's baseline and encoder: train the PPD only
+        baseline = load_baseline(args.semantics_from / BASELINE_FILE)
+        for name in (BASELINE_FILE, SEMANTICS_FILE):
+            (args.out / name).write_bytes((args.semantics_from / name).read_bytes())
+        semantics = round_weights_(baseline.semantics, SEMANTICS_DTYPES[args.semantics_dtype])  # as shipped
+        baseline_report = {"from": str(args.semantics_from)}
+    else:
+        baseline = train_baseline(rgb, depth, baseline_config, args.seed, printer)
+        save_baseline(baseline, args.out / BASELINE_FILE)
+        semantics = round_weights_(baseline.semantics, SEMANTICS_DTYPES[args.semantics_dtype])
+        save_semantics_checkpoint(semantics, baseline_config.model.encoder, args.out / SEMANTICS_FILE,
+                                  SEMANTICS_DTYPES[args.semantics_dtype])
+        baseline_report = {"config": asdict(baseline_config), "final_step": asdict(printer.last["baseline"])}
+    baseline_report["wall_s"] = round(time.perf_counter() - start, 1)
+    baseline_s = baseline_report["wall_s"]
 
     dit = train_ppd(rgb, depth, semantics, ppd_config, args.seed, printer)
     save_ppd_checkpoint(dit, args.out / PPD_FILE)
@@ -418,8 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": source, "images": int(rgb.shape[0]), "height": int(rgb.shape[1]), "width": int(rgb.shape[2]),
         "seed": args.seed, "torch_threads": torch.get_num_threads(),
         "semantics_dtype": args.semantics_dtype,
-        "baseline": {"config": asdict(baseline_config), "wall_s": round(baseline_s, 1),
-                     "final_step": asdict(printer.last["baseline"])},
+        "baseline": baseline_report,
         "ppd": {"config": asdict(ppd_config), "wall_s": round(total_s - baseline_s, 1),
                 "final_step": asdict(printer.last["ppd_finetune" if args.finetune_steps else "ppd"])},
         "files": {"ppd": PPD_FILE, "semantics": SEMANTICS_FILE, "semantics_type": "moge2",

@@ -270,3 +270,14 @@ def test_evaluate_scores_every_source_on_a_synthetic_test_set(tmp_path):
     for row in table.values():
         assert 0 <= row["abs_rel"] < 10 and 0 <= row["delta_1"] <= 1 and row["chamfer_m"] >= 0
     assert table["gt_lossy"]["chamfer_m"] > 0 and table["gt_lossy"]["abs_rel"] > 0
+
+
+def test_cli_reuses_a_previous_runs_encoder_with_semantics_from(tmp_path):
+    rgb, depth = plane_dataset(n=2, height=16, width=32)
+    np.savez(tmp_path / "data.npz", rgb=rgb, depth=depth)
+    common = ["--data", str(tmp_path / "data.npz"), "--ppd-steps", "1", "--finetune-steps", "0", "--batch-size", "2"]
+    assert main(common + ["--out", str(tmp_path / "first"), "--baseline-steps", "1"]) == 0
+    assert main(common + ["--out", str(tmp_path / "second"), "--semantics-from", str(tmp_path / "first")]) == 0
+    assert (tmp_path / "second" / "moge2.pt").read_bytes() == (tmp_path / "first" / "moge2.pt").read_bytes()
+    report = json.loads((tmp_path / "second" / "train.json").read_text())
+    assert report["baseline"]["from"] == str(tmp_path / "first") and "config" not in report["baseline"]
