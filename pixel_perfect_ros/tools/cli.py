@@ -7,15 +7,21 @@ import time
 from typing import Callable
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse type accepting integers >= ``minimum`` (``what`` names them in the error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+    return parse
+
+
+positive_int = _int_at_least(1, "a positive integer")
+"""argparse type: an integer >= 1."""
 
 
 def image_size(text: str) -> tuple[int, int]:
@@ -29,15 +35,8 @@ def image_size(text: str) -> tuple[int, int]:
     return height, width
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+non_negative_int = _int_at_least(0, "a non-negative integer")
+"""argparse type: an integer >= 0."""
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
