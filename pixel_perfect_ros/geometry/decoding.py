@@ -238,9 +238,8 @@ class ReferenceAlignedDecoder(LogAffineDecoder):
         if self.points < self.min_points:
             self.state = "held" if self.is_metric else "relative_fallback"
             return self.state
-        y = np.log1p(y_depth)
         fit = fit_log_affine_ransac(x, y_depth, np.ones(len(x), bool), seed=self.seed)
-        a, b = (fit.a, fit.b) if fit.a > 0 else (float(y.mean() / x.mean()), 0.0)
+        a, b = (fit.a, fit.b) if fit.a > 0 else (float(np.log1p(y_depth).mean() / x.mean()), 0.0)
         max_depth_m = float(y_depth.max()) * self.max_depth_factor
         if not self.is_metric or self.smoothing == 0:
             self._accept(a, b, max_depth_m, "fitted")
