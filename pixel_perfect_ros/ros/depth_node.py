@@ -12,6 +12,7 @@ behind a latest-frame-wins slot, so the executor never blocks and late frames ar
 """
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -23,9 +24,10 @@ import numpy as np
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
@@ -414,23 +416,32 @@ class DepthNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of ``depth_node`` (``ros2 run pixel_perfect_ros depth_node``)."""
-    keep_freed_memory()
-    try:
-        with rclpy.init(args=args):
-            try:
-                node = DepthNode()
-            except (CheckpointError, ValueError) as error:
-                rclpy.logging.get_logger("depth_node").fatal(str(error))
-                return 1
-            try:
-                rclpy.spin(node)
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    return 0
+    """Entry point of ``depth_node`` (``ros2 run pixel_perfect_ros depth_node``).
 
+    SIGINT/SIGTERM only set a flag that the spin loop checks: a KeyboardInterrupt raised inside rclpy's
+    message conversion would surface as an unrelated RuntimeError and a non-zero exit.
+    """
+    keep_freed_memory()
+    stop = threading.Event()
+    with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
+        try:
+            node = DepthNode()
+        except (CheckpointError, ValueError) as error:
+            rclpy.logging.get_logger("depth_node").fatal(str(error))
+            return 1
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        try:
+            while not stop.is_set():
+                executor.spin_once(timeout_sec=0.1)
+        except ExternalShutdownException:
+            pass
+        finally:
+            executor.shutdown()
+            node.destroy_node()
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -737,9 +737,10 @@ def depth_node_process(args: list[str], env: dict[str, str]):
         reader.join(timeout=10)
 
 
-def test_sigint_shuts_the_node_down_cleanly_with_a_frame_in_flight(ros, tiny_checkpoints, node_env):
-    """Ctrl-C while frames stream in and the (slow: large target_area) model is busy: exit code 0, and
-    no error for the frame whose outputs can no longer be published."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_shuts_the_node_down_cleanly_with_a_frame_in_flight(ros, tiny_checkpoints, node_env, signum):
+    """Ctrl-C (or launch's SIGTERM) while frames stream in and the (slow: large target_area) model is busy:
+    exit code 0, and no error for the frame whose outputs can no longer be published."""
     probe = ros.probe("depth/camera_info", "depth/status")  # an output subscriber: the lazy node infers
     args = ["--ros-args", "-p", f"checkpoint:={tiny_checkpoints['ppd']}", "-p",
             f"semantics:={tiny_checkpoints['da2']}", "-p", f"target_area:={512 * 384}"]
@@ -752,7 +753,7 @@ def test_sigint_shuts_the_node_down_cleanly_with_a_frame_in_flight(ros, tiny_che
         camera = Camera(probe, rgb_image(seeded_rgb(240, 320), Time()), camera_info(320, 240, Time()), frames=900)
         try:
             wait_for(lambda: probe.count("depth/status") > 0, what="a first processed frame")  # busy with the next
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signum)
             assert process.wait(timeout=30) == 0, stderr()
         finally:
             camera.stop()
