@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -31,7 +32,6 @@ from ..tools.cli import image_size, positive_int
 from .train import load_baseline
 
 LOSSY_FACTOR = 8
-SOURCES = ("ppd", "baseline", "gt_lossy")
 
 
 def lossy(depth: np.ndarray, factor: int = LOSSY_FACTOR) -> np.ndarray:
@@ -41,30 +41,52 @@ def lossy(depth: np.ndarray, factor: int = LOSSY_FACTOR) -> np.ndarray:
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def evaluate(checkpoints: Path, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, seed: int = 0) -> dict:
-    """Mean AbsRel, delta1 and edge-aware chamfer (m) per source over the (N, H, W) test set."""
-    height, width = depth.shape[1:]
+RelativeModel = Callable[[np.ndarray], np.ndarray]
+"""(H, W, 3) uint8 RGB -> (H, W) normalised log-depth ``n`` (unitless, affine-invariant)."""
+
+
+def load_models(checkpoints: Path, target_area: int, seed: int = 0) -> dict[str, RelativeModel]:
+    """The tiny PPD (4 Euler steps at ``target_area`` pixels, ``ppd.pth`` + ``moge2.pt``, run as the node
+    runs it) and, when the folder has ``baseline.pth``, the regression baseline, by source name."""
     ppd = PixelPerfectDepth.from_checkpoints(checkpoints / "ppd.pth", checkpoints / "moge2.pt", "moge2", steps=4,
-                                             target_area=height * width, seed=seed)
-    baseline = load_baseline(checkpoints / "baseline.pth")
-    scores = {source: {"abs_rel": [], "delta_1": [], "chamfer_m": []} for source in SOURCES}
+                                             target_area=target_area, seed=seed)
+    models = {"ppd": lambda image: ppd(image).depth}
+    if (checkpoints / "baseline.pth").is_file():
+        baseline = load_baseline(checkpoints / "baseline.pth")
+
+        def run_baseline(image: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return baseline(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0)[0, 0].numpy()
+
+        models["baseline"] = run_baseline
+    return models
+
+
+def evaluate(models: dict[str, RelativeModel], rgb: np.ndarray, depth: np.ndarray, K: np.ndarray,
+             seed: int = 0) -> dict[str, dict[str, float]]:
+    """Mean AbsRel, delta1 and edge-aware chamfer (m) of each model and of ``gt_lossy``.
+
+    Args:
+        models: relative-depth models by source name (``load_models``).
+        rgb: (N, H, W, 3) uint8 test images. depth: (N, H, W) float32 GT, metres, NaN = invalid.
+        K: (3, 3) camera matrix of the images, pixels.
+        seed: RANSAC seed of the alignment.
+    """
+    scores = {source: {"abs_rel": [], "delta_1": [], "chamfer_m": []} for source in [*models, "gt_lossy"]}
+
+    def add(source: str, aligned_depth: np.ndarray, metrics: dict, gt: np.ndarray, mask: np.ndarray) -> None:
+        scores[source]["abs_rel"].append(metrics["abs_rel"])
+        scores[source]["delta_1"].append(metrics["delta_1"])
+        scores[source]["chamfer_m"].append(edge_aware_chamfer(aligned_depth, gt, K, mask))
+
     for image, gt in zip(rgb, depth):
         mask = np.isfinite(gt) & (gt > 0)
-        with torch.inference_mode():
-            x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
-            n_baseline = baseline(x)[0, 0].numpy()
-        predictions = {"ppd": ppd(image).depth, "baseline": n_baseline}
-        for source, n in predictions.items():
-            metrics = aligned_metrics(n, gt, mask, protocol="ransac_log", seed=seed)
-            metric_depth = recover_metric_depth_ransac(n, gt, mask, seed=seed)
-            scores[source]["abs_rel"].append(metrics["abs_rel"])
-            scores[source]["delta_1"].append(metrics["delta_1"])
-            scores[source]["chamfer_m"].append(edge_aware_chamfer(metric_depth, gt, K, mask))
+        for source, model in models.items():
+            n = model(image)
+            add(source, recover_metric_depth_ransac(n, gt, mask, seed=seed),
+                aligned_metrics(n, gt, mask, protocol="ransac_log", seed=seed), gt, mask)
         degraded = lossy(gt)
-        metrics = aligned_metrics(degraded, gt, mask, protocol="none")
-        scores["gt_lossy"]["abs_rel"].append(metrics["abs_rel"])
-        scores["gt_lossy"]["delta_1"].append(metrics["delta_1"])
-        scores["gt_lossy"]["chamfer_m"].append(edge_aware_chamfer(degraded, gt, K, mask))
+        add("gt_lossy", degraded, aligned_metrics(degraded, gt, mask, protocol="none"), gt, mask)
     return {source: {name: float(np.nanmean(values)) for name, values in metric.items()}
             for source, metric in scores.items()}
 
@@ -79,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     height, width = args.size
     data = make_dataset(args.synthetic, height, width, seed=args.seed)
-    table = evaluate(args.checkpoints, data["rgb"], data["depth"], data["K"])
+    table = evaluate(load_models(args.checkpoints, height * width), data["rgb"], data["depth"], data["K"])
     print(f"{args.synthetic} synthetic test scenes, {width}x{height}, seed {args.seed}")
     print(f"{'source':<10} {'AbsRel':>8} {'delta1':>8} {'chamfer_m':>10}")
     for source, row in table.items():

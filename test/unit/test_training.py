@@ -202,7 +202,7 @@ def test_saved_files_load_and_run_in_pipeline(tmp_path, dtype):
     baseline = train_baseline(rgb, depth, BaselineTrainConfig(model=TINY_BASELINE, steps=2, batch_size=3), seed=0)
     semantics = round_weights_(baseline.semantics, dtype)
     dit = train_ppd(rgb, depth, semantics, PPDTrainConfig(**TINY_PPD, steps=2, finetune_steps=1, batch_size=3))
-    save_ppd_checkpoint(dit, tmp_path / "ppd.pth")
+    save_ppd_checkpoint(round_weights_(dit, dtype), tmp_path / "ppd.pth", dtype)
     save_semantics_checkpoint(semantics, TINY_ENCODER, tmp_path / "moge2.pt", dtype)
     save_baseline(baseline, tmp_path / "baseline.pth")
 
@@ -211,7 +211,7 @@ def test_saved_files_load_and_run_in_pipeline(tmp_path, dtype):
     for a, b in zip(dit.state_dict().values(), loaded_dit.state_dict().values()):
         assert torch.equal(a, b)
     for a, b in zip(semantics.state_dict().values(), loaded_sem.state_dict().values()):
-        assert torch.equal(a, b)  # exact also for fp16 storage: the weights were rounded before training
+        assert torch.equal(a, b)  # exact also for fp16 storage: the weights were rounded before saving
     images = images_to_tensor(rgb[:1])
     torch.testing.assert_close(load_baseline(tmp_path / "baseline.pth")(images), baseline(images))
 
@@ -258,15 +258,15 @@ def test_lossy_ground_truth_creates_mixed_pixels_at_edges_only():
 
 def test_evaluate_scores_every_source_on_a_synthetic_test_set(tmp_path):
     from pixel_perfect_ros.synthetic import make_dataset
-    from pixel_perfect_ros.training.evaluate import SOURCES, evaluate
+    from pixel_perfect_ros.training.evaluate import evaluate, load_models
 
     rgb, depth = plane_dataset(n=2, height=32, width=48)
     np.savez(tmp_path / "data.npz", rgb=rgb, depth=depth)
     assert main(["--data", str(tmp_path / "data.npz"), "--out", str(tmp_path / "out"), "--baseline-steps", "1",
                  "--ppd-steps", "1", "--finetune-steps", "0", "--batch-size", "2"]) == 0
     test = make_dataset(2, 32, 48, seed=5, supersample=1)
-    table = evaluate(tmp_path / "out", test["rgb"], test["depth"], test["K"])
-    assert set(table) == set(SOURCES)
+    table = evaluate(load_models(tmp_path / "out", 32 * 48), test["rgb"], test["depth"], test["K"])
+    assert set(table) == {"ppd", "baseline", "gt_lossy"}
     for row in table.values():
         assert 0 <= row["abs_rel"] < 10 and 0 <= row["delta_1"] <= 1 and row["chamfer_m"] >= 0
     assert table["gt_lossy"]["chamfer_m"] > 0 and table["gt_lossy"]["abs_rel"] > 0
