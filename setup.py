@@ -10,6 +10,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["data/bundled/*"]},  # the bundled synthetic-world model
     install_requires=["numpy>=1.26", "torch>=2.4", "opencv-python-headless>=4.9", "tqdm>=4.66", "scipy>=1.16",
                       "scikit-learn>=1.5", "transforms3d>=0.4"],
     python_requires=">=3.10",
@@ -21,6 +22,7 @@ setup(
     entry_points={
         "console_scripts": [
             "ppd-infer = pixel_perfect_ros.tools.infer:main",
+            "ppd-demo = pixel_perfect_ros.ros.demo:main",
             "depth_node = pixel_perfect_ros.ros.depth_node:main",
             "ppd-train = pixel_perfect_ros.training.train:main",
         ],

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rcl_interfaces.msg import SetParametersResult
@@ -35,6 +37,7 @@ from std_msgs.msg import Header
 from ..geometry.decoding import DepthDecoder, ReferenceAlignedDecoder, decoder_parameter_names, make_decoder
 from ..geometry.filters import flying_pixel_mask
 from ..geometry.projection import pixel_intrinsics, scale_intrinsics
+from ..inference import bundled
 from ..inference.checkpoints import CheckpointError, download_instructions
 from ..inference.pipeline import PixelPerfectDepth
 from ..inference.preprocess import processing_size
@@ -59,6 +62,8 @@ from .pointcloud import point_cloud
 BACKEND = "torch"
 CAMERA_INFO_WAIT_WARN_S = 1.0
 """An image waiting this long for its CameraInfo triggers a (throttled) warning."""
+SPARSE_BUFFER = 10
+"""Recent sparse_depth messages kept to find the one nearest in time to each image."""
 STAGES = ("decode_ms", "preprocess_ms", "semantics_ms", "sampling_ms", "postprocess_ms", "publish_ms", "total_ms")
 
 
@@ -109,13 +114,17 @@ class DepthNode(Node):
         reason = check_parameters(values)
         if reason:
             raise ValueError(reason)
-        self.pipeline = self._load_model(values)
+        self.pipeline = self._load_model(values)  # fills in the bundled model's files and area when unset
+        if self.get_parameter("target_area").value != values["target_area"]:
+            self.set_parameters([Parameter("target_area", value=values["target_area"])])
         reason = self._check(values)
         if reason:
             raise ValueError(reason)
         self._settings = Settings.from_values(values)
         self.model_id = (f"{values['checkpoint'].rsplit('/', 1)[-1]} + {values['semantics'].rsplit('/', 1)[-1]} "
                          f"({values['semantics_type']})")
+        if values["checkpoint"] == str(bundled.CHECKPOINT):
+            self.model_id = f"bundled {self.model_id}"
 
         self._lock = threading.Lock()
         self._counts = {"received": 0, "processed": 0, "rejected": 0, "idle": 0}
@@ -137,7 +146,7 @@ class DepthNode(Node):
         else:
             self.create_subscription(Image, "image", self._on_image, in_qos)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
-        self._sparse_depth: Image | None = None
+        self._sparse_depths: deque[Image] = deque(maxlen=SPARSE_BUFFER)  # appended by the executor
         self.create_subscription(Image, "sparse_depth", self._on_sparse_depth, in_qos)
 
         self.add_on_set_parameters_callback(self._validate_parameters)
@@ -152,13 +161,24 @@ class DepthNode(Node):
 
     @staticmethod
     def _load_model(values: dict[str, Any]) -> PixelPerfectDepth:
-        if not values["checkpoint"] or not values["semantics"]:
-            raise CheckpointError("set the parameters 'checkpoint' and 'semantics'.\n" + download_instructions())
+        if bool(values["checkpoint"]) != bool(values["semantics"]):
+            raise CheckpointError("set both 'checkpoint' and 'semantics', or neither for the bundled model.\n"
+                                  + download_instructions())
         device = torch.device(values["device"])
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {values['device']!r} requested but CUDA is not available to torch")
         seed = None if values["seed"] < 0 else values["seed"]
-        shared = values["semantics"] if values["semantics_type"] == "moge2" else ""
+        bundled_model = not values["checkpoint"]
+        if bundled_model:
+            values.update(checkpoint=str(bundled.CHECKPOINT), semantics=str(bundled.SEMANTICS),
+                          semantics_type=bundled.SEMANTICS_TYPE)
+            if values["target_area"] == SPECS["target_area"].default:
+                values["target_area"] = bundled.TARGET_AREA
+            rclpy.logging.get_logger("depth_node").warning(
+                "no checkpoint set: using the bundled tiny model trained on synthetic rooms (not for real "
+                "cameras: set 'checkpoint' and 'semantics' to the official files)")
+        # The official MoGe-2 model.pt also gives metric depth; the bundled file is an encoder only.
+        shared = values["semantics"] if values["semantics_type"] == "moge2" and not bundled_model else ""
         return PixelPerfectDepth.from_checkpoints(
             values["checkpoint"], values["semantics"], values["semantics_type"], steps=values["steps"],
             target_area=values["target_area"], device=device, dtype=values["dtype"], seed=seed,
@@ -325,11 +345,13 @@ class DepthNode(Node):
         """(normalised depth, metric reference depth in metres) for a reference-aligned decoder."""
         if mode == "moge2":
             return prediction.processing_depth, prediction.metric_reference.depth  # inf outside MoGe-2's mask
-        sparse = self._sparse_depth
+        # The sensor message nearest in time: topics are not ordered with each other, and a sensor
+        # message newer than the image may already have arrived when the frame is processed.
+        stamp_ns = _stamp_ns(header)
+        candidates = [m for m in list(self._sparse_depths) if m.header.frame_id == header.frame_id]
+        sparse = min(candidates, key=lambda m: abs(_stamp_ns(m.header) - stamp_ns), default=None)
         no_reference = np.full((1, 1), np.nan, np.float32)
-        if sparse is None or sparse.header.frame_id != header.frame_id:
-            return prediction.depth, no_reference
-        if abs(_stamp_ns(sparse.header) - _stamp_ns(header)) > values["sparse_max_age_s"] * 1e9:
+        if sparse is None or abs(_stamp_ns(sparse.header) - stamp_ns) > values["sparse_max_age_s"] * 1e9:
             return prediction.depth, no_reference
         try:
             return prediction.depth, image_to_depth(sparse)
@@ -338,7 +360,7 @@ class DepthNode(Node):
             return prediction.depth, no_reference
 
     def _on_sparse_depth(self, msg: Image) -> None:
-        self._sparse_depth = msg
+        self._sparse_depths.append(msg)
 
     def _status(self, header, settings: Settings, input_hw, output_hw, stages: dict[str, float],
                 flying: int) -> DepthStatus:

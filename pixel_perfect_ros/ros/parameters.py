@@ -52,7 +52,8 @@ RELIABILITY = ("reliable", "best_effort")
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
     # Model (read-only: restart the node to change)
-    ParameterSpec("checkpoint", "", "PPD checkpoint: official ppd.pth (DA2 semantics) or ppd_moge.pth (MoGe-2)",
+    ParameterSpec("checkpoint", "", "PPD checkpoint: official ppd.pth (DA2 semantics) or ppd_moge.pth (MoGe-2); "
+                  "empty (with semantics empty): the bundled tiny synthetic-world model at target_area 12288",
                   read_only=True),
     ParameterSpec("semantics", "", "semantics encoder checkpoint: depth_anything_v2_vitl.pth or MoGe-2 model.pt",
                   read_only=True),

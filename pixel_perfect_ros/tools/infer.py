@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from ..inference import bundled
 from ..inference.checkpoints import SEMANTICS_TYPES, CheckpointError, download_instructions
 from ..inference.pipeline import DTYPES, PixelPerfectDepth
 from ..inference.preprocess import DEFAULT_TARGET_AREA
@@ -29,15 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pixel-Perfect Depth on images: writes normalised log-depth (.npy, 16-bit PNG, colour PNG).",
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="images or folders of images")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="official ppd.pth or ppd_moge.pth")
-    parser.add_argument("--semantics", type=Path, required=True,
-                        help="depth_anything_v2_vitl.pth (da2) or MoGe-2 model.pt (moge2)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="official ppd.pth or ppd_moge.pth (default: the bundled synthetic-world model)")
+    parser.add_argument("--semantics", type=Path,
+                        help="depth_anything_v2_vitl.pth (da2) or MoGe-2 model.pt (moge2); given with --checkpoint")
     parser.add_argument("--semantics-type", choices=SEMANTICS_TYPES, default="da2",
                         help="which encoder --semantics is (default: da2)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--steps", type=positive_int, default=4, help="Euler steps (default: 4)")
-    parser.add_argument("--target-area", type=positive_int, default=DEFAULT_TARGET_AREA,
-                        help=f"processing area in pixels (default: {DEFAULT_TARGET_AREA} = 1024x768)")
+    parser.add_argument("--target-area", type=positive_int,
+                        help=f"processing area in pixels (default: {DEFAULT_TARGET_AREA} = 1024x768 for official "
+                        f"checkpoints, {bundled.TARGET_AREA} for the bundled model)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="precision (default: fp32)")
     parser.add_argument("--seed", type=int, default=0, help="initial-noise seed (default: 0)")
@@ -83,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ppd-infer: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, args.inputs))}",
               file=sys.stderr)
         return 2
+    if (args.checkpoint is None) != (args.semantics is None):
+        print("ppd-infer: give both --checkpoint and --semantics, or neither for the bundled model", file=sys.stderr)
+        return 2
+    if args.checkpoint is None:
+        args.checkpoint, args.semantics, args.semantics_type = bundled.CHECKPOINT, bundled.SEMANTICS, bundled.SEMANTICS_TYPE
+        args.target_area = args.target_area or bundled.TARGET_AREA
+        print("ppd-infer: no checkpoint given: using the bundled tiny model trained on synthetic rooms "
+              "(for real images use the official checkpoints)", file=sys.stderr)
     missing = [p for p in (args.checkpoint, args.semantics) if not p.is_file()]
     if missing:
         print(f"ppd-infer: checkpoint not found: {', '.join(map(str, missing))}\n"
@@ -90,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         model = PixelPerfectDepth.from_checkpoints(
-            args.checkpoint, args.semantics, args.semantics_type, steps=args.steps, target_area=args.target_area,
+            args.checkpoint, args.semantics, args.semantics_type, steps=args.steps,
+            target_area=args.target_area or DEFAULT_TARGET_AREA,
             device=args.device, dtype=args.dtype, seed=args.seed,
         )
     except (CheckpointError, ValueError, RuntimeError) as exc:

@@ -761,11 +761,30 @@ def test_signal_shuts_the_node_down_cleanly_with_a_frame_in_flight(ros, tiny_che
         assert sign not in stderr(), stderr()
 
 
-def test_missing_checkpoint_exits_non_zero_naming_the_files_to_download(node_env):
+def test_without_checkpoint_parameters_the_node_runs_the_bundled_model(ros, node_env):
+    probe = ros.probe("depth/image", "depth/status")
     with depth_node_process([], node_env) as (process, stderr):
+        wait_for(lambda: re.search(r"model .* on cpu", stderr()) or process.poll() is not None, timeout=60,
+                 what="the node's start-up line")
+        assert process.poll() is None, stderr()
+        assert "using the bundled tiny model" in stderr()
+        wait_for(lambda: probe.image_pub.get_subscription_count() and probe.info_pub.get_subscription_count(),
+                 what="the node's input subscriptions")
+        stamp = send_msgs(probe, rgb_image(seeded_rgb(96, 128), Time(sec=5)), camera_info(128, 96, Time(sec=5)))
+        wait_for(lambda: probe.for_stamp("depth/status", stamp), what="the frame's status")
+        status = probe.for_stamp("depth/status", stamp)
+        assert status.model_id.startswith("bundled ppd.pth + moge2.pt (moge2)"), status.model_id
+        depth = depth_array(probe.for_stamp("depth/image", stamp))
+        assert depth.shape == (96, 128) and np.isfinite(depth).all()
+        assert np.nanstd(depth) > 0  # a depth map, not a constant
+
+
+def test_a_checkpoint_without_semantics_exits_non_zero_naming_the_files_to_download(node_env, tmp_path):
+    with depth_node_process(["--ros-args", "-p", f"checkpoint:={tmp_path / 'ppd.pth'}"], node_env) as (process, stderr):
         returncode = process.wait(timeout=60)
     assert returncode != 0
-    for name in ("'checkpoint' and 'semantics'", "ppd.pth", "depth_anything_v2_vitl.pth", "ppd_moge.pth", "moge2.pt"):
+    for name in ("both 'checkpoint' and 'semantics'", "ppd.pth", "depth_anything_v2_vitl.pth", "ppd_moge.pth",
+                 "moge2.pt"):
         assert name in stderr(), stderr()
 
 
@@ -805,7 +824,7 @@ def test_moge2_mode_needs_a_moge2_model(ros, tiny_checkpoints):
         ros.depth_node(tiny_checkpoints, depth_mode="moge2")
 
 
-def test_sparse_topic_aligns_to_the_sensor_holds_without_it_and_falls_back_before_it(ros, tiny_checkpoints):
+def test_sparse_topic_aligns_to_the_sensor_of_the_frames_stamp_holds_without_it_and_falls_back_before_it(ros, tiny_checkpoints):
     node, probe = start(ros, tiny_checkpoints, "depth/image", "depth/status", depth_mode="sparse_topic",
                         sparse_min_points=20, sparse_max_age_s=0.0)
     sparse_pub = probe.create_publisher(Image, "sparse_depth", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
@@ -819,14 +838,16 @@ def test_sparse_topic_aligns_to_the_sensor_holds_without_it_and_falls_back_befor
     assert (status.is_metric, status.scale_state) == (False, "relative_fallback")
 
     # A 16UC1 sensor at half the resolution (its pixel (r, c) measures full-resolution pixel (2r+1, 2c+1),
-    # the nearest to its centre), a sparse grid of points, stamped like the frame.
+    # the nearest to its centre), a sparse grid of points, stamped like the frame; then a later
+    # measurement (twice as far) arrives before the frame: the one of the frame's stamp must be used.
     sensor = np.zeros((HEIGHT // 2, WIDTH // 2), np.uint16)
     sensor[::3, ::3] = np.round(metric[1::2, 1::2] * 1000)[::3, ::3]
     stamp = probe.now()
-    sparse = image_msg(sensor, "16UC1")
-    sparse.header.stamp = stamp
-    sparse_pub.publish(sparse)
-    wait_for(lambda: node._sparse_depth is not None, what="the sensor depth")
+    for scale, sensor_stamp in ((1, stamp), (2, Time(sec=stamp.sec + 1, nanosec=stamp.nanosec))):
+        sparse = image_msg(sensor * scale, "16UC1")
+        sparse.header.stamp = sensor_stamp
+        sparse_pub.publish(sparse)
+    wait_for(lambda: len(node._sparse_depths) == 2, what="the sensor depths")
     image, info = rgb_image(rgb, stamp), camera_info(WIDTH, HEIGHT, stamp)
     probe.send(image, info)
     depth, status = outputs(probe, stamp, "depth/image", "depth/status")

@@ -69,6 +69,18 @@ def test_missing_checkpoint_says_what_to_download(images, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_without_checkpoint_runs_the_bundled_model(images, tmp_path, capsys):
+    assert main([str(images / "a.png"), "--out", str(tmp_path / "o"), "--steps", "2"]) == 0
+    assert "bundled tiny model" in capsys.readouterr().err
+    depth = np.load(tmp_path / "o" / "a_depth.npy")
+    assert np.isfinite(depth).all() and depth.std() > 0
+
+
+def test_checkpoint_without_semantics_is_refused(images, tmp_path, capsys):
+    assert main([str(images), "--checkpoint", str(tmp_path / "ppd.pth"), "--out", str(tmp_path / "o")]) == 2
+    assert "both --checkpoint and --semantics" in capsys.readouterr().err
+
+
 def test_wrong_checkpoint_is_a_clear_error(tiny_checkpoints, images, tmp_path, capsys):
     assert run(tiny_checkpoints, [images], tmp_path / "o", variant=("da2", "da2", "da2")) == 2
     assert "not a PPD checkpoint" in capsys.readouterr().err
