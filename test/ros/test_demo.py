@@ -1,0 +1,141 @@
+"""ppd-demo end to end (bag -> depth_node subprocess over DDS -> recorded bag -> report) and its parts."""
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from rclpy.serialization import deserialize_message
+from rosbags.rosbag2 import Reader
+from sensor_msgs.msg import Image, PointCloud2
+from std_msgs.msg import Header
+
+from pixel_perfect_ros.geometry.projection import back_project
+from pixel_perfect_ros.msg import DepthStatus
+from pixel_perfect_ros.ros import demo
+from pixel_perfect_ros.ros.pointcloud import point_cloud
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def bag_messages(path) -> dict[str, list[tuple[int, bytes]]]:
+    """(bag time ns, raw CDR) per topic of a rosbag2, in time order."""
+    with Reader(path) as reader:
+        messages: dict[str, list] = {c.topic: [] for c in reader.connections}
+        for connection, time_ns, raw in reader.messages():
+            messages[connection.topic].append((time_ns, raw))
+    return messages
+
+
+def test_demo_end_to_end(ros, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros.domain_id))
+    # what the demo sets by default, here restored after the test
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO_ROOT / "config" / "fastdds_shm.xml"))
+    out = tmp_path / "demo"
+    (out / "report").mkdir(parents=True)
+    (out / "report" / "stale.txt").write_text("from an earlier run")
+
+    assert demo.main(["--out", str(out), "--frames", "3", "--size", "128x96"]) == 0
+
+    printed = capsys.readouterr().out
+    for line in ("[1/4]", "[2/4]", "[3/4]", "[4/4]", "frame 1/3:", "frame 3/3:", "node: "):
+        assert line in printed, printed
+    assert not (out / "report" / "stale.txt").exists()  # the outputs of an earlier run are replaced
+
+    source = bag_messages(out / "camera_bag")
+    assert {topic: len(msgs) for topic, msgs in source.items()} == {
+        "/camera/image": 3, "/camera/camera_info": 3, "/camera/depth_gt": 3, "/camera/pose": 3}
+    stamps = [t for t, _ in source["/camera/image"]]
+
+    depth = bag_messages(out / "depth_bag")
+    assert set(depth) == {"/depth/image", "/depth/camera_info", "/depth/points", "/depth/status"}
+    for topic, msgs in depth.items():
+        assert [t for t, _ in msgs] == stamps, topic  # one per frame, bag time = the source stamp
+    for (t, raw), (_, raw_gt) in zip(depth["/depth/image"], source["/camera/depth_gt"]):
+        image, gt = deserialize_message(raw, Image), deserialize_message(raw_gt, Image)
+        assert (image.width, image.height, image.encoding) == (128, 96, "32FC1")
+        assert image.header.stamp.sec * 10**9 + image.header.stamp.nanosec == t
+        assert image.header.frame_id == gt.header.frame_id
+    for _, raw in depth["/depth/points"]:
+        cloud = deserialize_message(raw, PointCloud2)
+        assert (cloud.width, cloud.height) == (128, 96)
+        assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"]
+    for _, raw in depth["/depth/status"]:
+        status = deserialize_message(raw, DepthStatus)
+        assert status.depth_mode == "sparse_topic" and status.is_metric  # aligned to the simulated LiDAR
+    with Reader(out / "depth_bag") as reader:
+        assert {c.topic: c.msgtype for c in reader.connections}["/depth/status"] == "pixel_perfect_ros/msg/DepthStatus"
+
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert [frame["stamp_ns"] for frame in metrics["frames"]] == stamps
+    for frame in metrics["frames"] + [metrics["mean"]]:
+        assert np.isfinite(frame["metric"]["abs_rel"]) and np.isfinite(frame["lsq_disparity"]["abs_rel"])
+        assert 0.0 <= frame["metric"]["delta_1"] <= 1.0 and frame["chamfer_m"] > 0.0
+    for name in ("frame_000.png", "frame_001.png", "frame_002.png"):
+        assert cv2.imread(str(out / "report" / name)).shape == (96, 4 * 128, 3)
+    assert cv2.imread(str(out / "report" / "cloud_001.png")).shape == (360, 2 * 480, 3)
+    text = (out / "report" / "report.md").read_text()
+    assert "the bundled model" in text and f"`{status.model_id}`" in text  # the model as the node reported it
+    assert "| AbsRel, metric as published |" in text
+
+
+def test_a_bad_size_is_an_argparse_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--out", str(tmp_path / "demo"), "--size", "100x7"])
+    assert exit_info.value.code != 0
+    assert "multiples of 16" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_a_checkpoint_needs_its_semantics(tmp_path, capsys):
+    (tmp_path / "ppd.pth").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--out", str(tmp_path / "demo"), "--checkpoint", str(tmp_path / "ppd.pth")])
+    assert exit_info.value.code != 0
+    assert "--semantics" in capsys.readouterr().err
+
+
+def test_a_node_that_fails_to_start_is_reported(ros, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros.domain_id))
+    # what the demo sets by default, here restored after the test
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO_ROOT / "config" / "fastdds_shm.xml"))
+    for name in ("ppd.pth", "semantics.pth"):
+        (tmp_path / name).write_bytes(b"not a checkpoint")
+    code = demo.main(["--out", str(tmp_path / "demo"), "--frames", "1", "--size", "32x32",
+                      "--checkpoint", str(tmp_path / "ppd.pth"), "--semantics", str(tmp_path / "semantics.pth")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "the node exited" in err and "semantics.pth" in err, err
+
+
+def test_node_command_passes_the_official_files_through():
+    parser = demo.build_parser()
+    bundled = demo.node_command(parser.parse_args(["--out", "x"]))
+    assert not any(arg.startswith(("checkpoint:=", "target_area:=")) for arg in bundled)
+    assert {"depth_mode:=sparse_topic", "points_xyzrgb:=true", "lazy:=true", "input_reliability:=reliable"} <= set(bundled)
+    official = demo.node_command(parser.parse_args(["--out", "x", "--checkpoint", "/c/ppd_moge.pth", "--semantics",
+                                                    "/c/moge2.pt", "--semantics-type", "moge2", "--target-area", "49152"]))
+    assert {"checkpoint:=/c/ppd_moge.pth", "semantics:=/c/moge2.pt", "semantics_type:=moge2",
+            "target_area:=49152"} <= set(official)
+
+
+def test_simulated_lidar_keeps_16_rows_and_every_second_column():
+    depth = np.arange(96 * 128, dtype=np.float32).reshape(96, 128) + 1.0
+    sparse = demo.simulated_lidar(depth)
+    rows = np.flatnonzero(np.isfinite(sparse).any(axis=1))
+    assert len(rows) == demo.LIDAR_ROWS and rows[0] == 0 and rows[-1] == 95
+    assert np.ptp(np.diff(rows)) <= 1  # evenly spaced
+    kept = np.isfinite(sparse)
+    assert kept.sum() == demo.LIDAR_ROWS * 64 and kept[rows][:, ::2].all()
+    np.testing.assert_array_equal(sparse[kept], depth[kept])
+
+
+def test_cloud_to_arrays_reads_back_a_packed_xyzrgb_cloud():
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(1.0, 5.0, (6, 8)).astype(np.float32)
+    depth[2, 3] = np.nan
+    rgb = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    P = np.array([[50.0, 0.0, 3.5, 0.0], [0.0, 50.0, 2.5, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    points, colors = demo.cloud_to_arrays(point_cloud(depth, P, Header(), rgb))
+    np.testing.assert_array_equal(points, back_project(depth, 50.0, 50.0, 3.5, 2.5))
+    np.testing.assert_array_equal(colors, rgb)
