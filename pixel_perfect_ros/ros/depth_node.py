@@ -9,6 +9,8 @@ Every output carries the source image's header (stamp and optical frame_id).
 
 Threads: the executor only pairs and hands frames over; inference runs in an ``InferenceWorker``
 behind a latest-frame-wins slot, so the executor never blocks and late frames are dropped and counted.
+The frame itself is processed by ``processing.FrameProcessor`` (shared with ppd-bag-eval); the node
+publishes its messages.
 """
 from __future__ import annotations
 
@@ -20,10 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
-import numpy as np
 import rclpy
-import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -34,30 +33,24 @@ from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
-from ..geometry.decoding import DepthDecoder, ReferenceAlignedDecoder, decoder_parameter_names, make_decoder
-from ..geometry.filters import flying_pixel_mask
-from ..geometry.projection import pixel_intrinsics, scale_intrinsics
-from ..inference import bundled
-from ..inference.checkpoints import CheckpointError, download_instructions
+from ..inference.checkpoints import CheckpointError
 from ..inference.pipeline import PixelPerfectDepth
 from ..inference.preprocess import processing_size
 from ..msg import DepthStatus
 from .allocator import keep_freed_memory
-from .conversions import (
-    ConversionError,
-    camera_info_to_intrinsics,
-    compressed_to_rgb8,
-    depth_to_image,
-    image_to_array,
-    image_to_depth,
-    image_to_rgb8,
-    nonfinite_pixels,
-    scaled_camera_info,
-)
+from .conversions import ConversionError
 from .latest_slot import InferenceWorker
 from .pairing import CameraInfoPairer
 from .parameters import PARAMETERS, SPECS, check_parameters
-from .pointcloud import point_cloud
+from .processing import (
+    FrameProcessor,
+    ProcessedFrame,
+    Settings,
+    header_stamp_ns,
+    load_pipeline,
+    model_id,
+    nearest_by_stamp,
+)
 
 BACKEND = "torch"
 CAMERA_INFO_WAIT_WARN_S = 1.0
@@ -77,27 +70,9 @@ class Frame:
     received_s: float  # time.perf_counter() at receipt
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The run-time-changeable parameter values with what is derived from them; replaced as a whole."""
-
-    values: dict[str, Any]
-    decoder: DepthDecoder
-
-    @classmethod
-    def from_values(cls, values: dict[str, Any]) -> "Settings":
-        mode = values["depth_mode"]
-        params = {name: values[name] for name in decoder_parameter_names(mode)}
-        return cls(values=dict(values), decoder=make_decoder(mode, **params))
-
-
 def _qos(reliability: str, depth: int) -> QoSProfile:
     policy = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy)
-
-
-def _stamp_ns(header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 class DepthNode(Node):
@@ -114,17 +89,15 @@ class DepthNode(Node):
         reason = check_parameters(values)
         if reason:
             raise ValueError(reason)
-        self.pipeline = self._load_model(values)  # fills in the bundled model's files and area when unset
+        # load_pipeline fills in the bundled model's files and area when unset.
+        self._processor = FrameProcessor(load_pipeline(values, self.get_logger()))
         if self.get_parameter("target_area").value != values["target_area"]:
             self.set_parameters([Parameter("target_area", value=values["target_area"])])
         reason = self._check(values)
         if reason:
             raise ValueError(reason)
         self._settings = Settings.from_values(values)
-        self.model_id = (f"{values['checkpoint'].rsplit('/', 1)[-1]} + {values['semantics'].rsplit('/', 1)[-1]} "
-                         f"({values['semantics_type']})")
-        if values["checkpoint"] == str(bundled.CHECKPOINT):
-            self.model_id = f"bundled {self.model_id}"
+        self.model_id = model_id(values)
 
         self._lock = threading.Lock()
         self._counts = {"received": 0, "processed": 0, "rejected": 0, "idle": 0}
@@ -159,31 +132,14 @@ class DepthNode(Node):
 
     # --- set-up ------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _load_model(values: dict[str, Any]) -> PixelPerfectDepth:
-        if bool(values["checkpoint"]) != bool(values["semantics"]):
-            raise CheckpointError("set both 'checkpoint' and 'semantics', or neither for the bundled model.\n"
-                                  + download_instructions())
-        device = torch.device(values["device"])
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {values['device']!r} requested but CUDA is not available to torch")
-        seed = None if values["seed"] < 0 else values["seed"]
-        bundled_model = not values["checkpoint"]
-        if bundled_model:
-            values.update(checkpoint=str(bundled.CHECKPOINT), semantics=str(bundled.SEMANTICS),
-                          semantics_type=bundled.SEMANTICS_TYPE)
-            if values["target_area"] == SPECS["target_area"].default:
-                values["target_area"] = bundled.TARGET_AREA
-            rclpy.logging.get_logger("depth_node").warning(
-                "no checkpoint set: using the bundled tiny model trained on synthetic rooms (not for real "
-                "cameras: set 'checkpoint' and 'semantics' to the official files)")
-        # The official MoGe-2 model.pt also gives metric depth; the bundled file is an encoder only.
-        shared = values["semantics"] if values["semantics_type"] == "moge2" and not bundled_model else ""
-        return PixelPerfectDepth.from_checkpoints(
-            values["checkpoint"], values["semantics"], values["semantics_type"], steps=values["steps"],
-            target_area=values["target_area"], device=device, dtype=values["dtype"], seed=seed,
-            metric_checkpoint=values["moge2_checkpoint"] or shared or None,
-        )
+    @property
+    def pipeline(self) -> PixelPerfectDepth:
+        """The model the worker runs (the processor's; replaceable between frames)."""
+        return self._processor.pipeline
+
+    @pipeline.setter
+    def pipeline(self, pipeline: PixelPerfectDepth) -> None:
+        self._processor.pipeline = pipeline
 
     @staticmethod
     def _make_pairer(values: dict[str, Any]) -> CameraInfoPairer:
@@ -239,12 +195,12 @@ class DepthNode(Node):
         if self._settings.values["intrinsics_source"] == "moge2":
             self._worker.submit(Frame(image=msg, info=None, received_s=time.perf_counter()))
             return
-        pair = self._pairer.add_image(_stamp_ns(msg.header), msg.header.frame_id, (msg, time.perf_counter()))
+        pair = self._pairer.add_image(header_stamp_ns(msg.header), msg.header.frame_id, (msg, time.perf_counter()))
         if pair:
             self._submit(pair)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        pair = self._pairer.add_info(_stamp_ns(msg.header), msg.header.frame_id, msg)
+        pair = self._pairer.add_info(header_stamp_ns(msg.header), msg.header.frame_id, msg)
         if pair:
             self._submit(pair)
 
@@ -259,7 +215,7 @@ class DepthNode(Node):
             self._counts["rejected"] += 1
             self._window["rejected"] += 1
         self.get_logger().warning(
-            f"dropped frame {_stamp_ns(frame.image.header)} on '{frame.image.header.frame_id}': {reason}",
+            f"dropped frame {header_stamp_ns(frame.image.header)} on '{frame.image.header.frame_id}': {reason}",
             throttle_duration_sec=2.0,
         )
 
@@ -268,70 +224,35 @@ class DepthNode(Node):
             return
         with self._lock:
             self._window["failed"] += 1
-        self.get_logger().error(f"inference failed on frame {_stamp_ns(frame.image.header)}: {error!r}",
+        self.get_logger().error(f"inference failed on frame {header_stamp_ns(frame.image.header)}: {error!r}",
                                 throttle_duration_sec=2.0)
 
     def _process(self, frame: Frame) -> None:
         settings = self._settings
         values = settings.values
-        start = time.perf_counter()
+        header = frame.image.header
+        sparse = self._sparse_for(header, values) if values["depth_mode"] == "sparse_topic" else None
+        want_points = self._pub_points.get_subscription_count() > 0 or not values["lazy"]
         try:
-            if isinstance(frame.image, CompressedImage):
-                rgb = compressed_to_rgb8(frame.image)
-            else:
-                rgb = image_to_rgb8(frame.image)
-            height, width = rgb.shape[:2]
-            if frame.info is not None:
-                K, P = camera_info_to_intrinsics(frame.info, width, height)
+            processed = self._processor.process(frame.image, frame.info, settings, sparse, want_points)
         except ConversionError as error:
             self._reject(frame, str(error))
             return
-        if isinstance(frame.image, Image) and frame.image.encoding == "32FC1":
-            bad = nonfinite_pixels(image_to_array(frame.image))
-            if bad:
-                self.get_logger().warning(f"{bad} NaN/inf pixels in a 32FC1 image were read as 0",
-                                          throttle_duration_sec=5.0)
-        decoded = time.perf_counter()
-
-        decoder = settings.decoder
-        prediction = self.pipeline(rgb, metric_reference=decoder.mode == "moge2" or frame.info is None)
-        inferred = time.perf_counter()
-        info = frame.info
-        if info is None:  # intrinsics_source moge2: an ideal pinhole camera with MoGe-2's intrinsics
-            K = pixel_intrinsics(prediction.metric_reference.intrinsics, width, height)
-            P = np.hstack([K, np.zeros((3, 1))])
-            info = CameraInfo(distortion_model="plumb_bob", d=[0.0] * 5, r=np.eye(3).ravel())
-        if isinstance(decoder, ReferenceAlignedDecoder):
-            decoder.update(*self._reference(decoder.mode, prediction, frame.image.header, values))
-        normalised = prediction.depth if values["output_resolution"] == "input" else prediction.processing_depth
-        depth = decoder(normalised)
-        flying = 0
-        if values["flying_pixel_threshold"] > 0:
-            mask = flying_pixel_mask(depth, values["flying_pixel_threshold"])
-            depth[mask], flying = np.nan, int(mask.sum())
-        out_h, out_w = depth.shape
-        K_out, P_out = scale_intrinsics(K, P, out_w / width, out_h / height)
-        postprocessed = time.perf_counter()
-
-        header = frame.image.header
-        self._pub_depth.publish(depth_to_image(depth, header, values["output_encoding"]))
-        self._pub_info.publish(scaled_camera_info(info, K_out, P_out, out_w, out_h, header))
-        if values["publish_points"] and (self._pub_points.get_subscription_count() > 0 or not values["lazy"]):
-            colours = None
-            if values["points_xyzrgb"]:
-                colours = rgb if (out_h, out_w) == (height, width) else cv2.resize(
-                    rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
-            self._pub_points.publish(point_cloud(depth, P_out, header, colours, values["points_decimation"]))
+        if processed.nonfinite_pixels:
+            self.get_logger().warning(f"{processed.nonfinite_pixels} NaN/inf pixels in a 32FC1 image were read as 0",
+                                      throttle_duration_sec=5.0)
+        if processed.sparse_error:
+            self.get_logger().warning(f"sparse_depth unusable: {processed.sparse_error}", throttle_duration_sec=5.0)
+        start = time.perf_counter()
+        self._pub_depth.publish(processed.depth_msg)
+        self._pub_info.publish(processed.info_msg)
+        if processed.points_msg is not None:
+            self._pub_points.publish(processed.points_msg)
         published = time.perf_counter()
 
-        timings = prediction.timings_ms
         stages = {
-            "decode_ms": (decoded - start) * 1e3,
-            "preprocess_ms": timings["preprocess"],
-            "semantics_ms": timings["semantics"],
-            "sampling_ms": timings["sampling"],
-            "postprocess_ms": timings["postprocess"] + (postprocessed - inferred) * 1e3,
-            "publish_ms": (published - postprocessed) * 1e3,
+            **processed.stages_ms,
+            "publish_ms": processed.messages_ms + (published - start) * 1e3,
             "total_ms": (published - frame.received_s) * 1e3,
         }
         with self._lock:
@@ -339,48 +260,39 @@ class DepthNode(Node):
             self._window["processed"] += 1
             for stage, ms in stages.items():
                 self._window["stage_sums"][stage] += ms
-        self._pub_status.publish(self._status(header, settings, rgb.shape[:2], (out_h, out_w), stages, flying))
+        self._pub_status.publish(self._status(processed, settings, stages))
 
-    def _reference(self, mode: str, prediction, header, values) -> tuple[np.ndarray, np.ndarray]:
-        """(normalised depth, metric reference depth in metres) for a reference-aligned decoder."""
-        if mode == "moge2":
-            return prediction.processing_depth, prediction.metric_reference.depth  # inf outside MoGe-2's mask
-        # The sensor message nearest in time: topics are not ordered with each other, and a sensor
-        # message newer than the image may already have arrived when the frame is processed.
-        stamp_ns = _stamp_ns(header)
+    def _sparse_for(self, header, values: dict[str, Any]) -> Image | None:
+        """The sparse_depth message of ``header``'s frame_id nearest in time to its stamp, if within
+        sparse_max_age_s: topics are not ordered with each other, and a sensor message newer than the
+        image may already have arrived when the frame is processed."""
         candidates = [m for m in list(self._sparse_depths) if m.header.frame_id == header.frame_id]
-        sparse = min(candidates, key=lambda m: abs(_stamp_ns(m.header) - stamp_ns), default=None)
-        no_reference = np.full((1, 1), np.nan, np.float32)
-        if sparse is None or abs(_stamp_ns(sparse.header) - stamp_ns) > values["sparse_max_age_s"] * 1e9:
-            return prediction.depth, no_reference
-        try:
-            return prediction.depth, image_to_depth(sparse)
-        except ConversionError as error:
-            self.get_logger().warning(f"sparse_depth unusable: {error}", throttle_duration_sec=5.0)
-            return prediction.depth, no_reference
+        return nearest_by_stamp(candidates, header_stamp_ns(header), round(values["sparse_max_age_s"] * 1e9))
 
     def _on_sparse_depth(self, msg: Image) -> None:
         self._sparse_depths.append(msg)
 
-    def _status(self, header, settings: Settings, input_hw, output_hw, stages: dict[str, float],
-                flying: int) -> DepthStatus:
+    def _status(self, processed: ProcessedFrame, settings: Settings, stages: dict[str, float]) -> DepthStatus:
         values = settings.values
-        processing_h, processing_w = processing_size(*input_hw, self.pipeline.target_area)
+        processing_h, processing_w = processing_size(*processed.rgb.shape[:2], self.pipeline.target_area)
+        output_h, output_w = processed.depth.shape
         decoding = settings.decoder.parameters()
-        age_ns = self.get_clock().now().nanoseconds - _stamp_ns(header)
+        header = processed.header
+        age_ns = self.get_clock().now().nanoseconds - header_stamp_ns(header)
         with self._lock:
             counts = dict(self._counts)
         return DepthStatus(
             header=header, model_id=self.model_id, backend=BACKEND, device=str(self.pipeline.device),
             dtype=values["dtype"], steps=self.pipeline.steps, processing_width=processing_w,
-            processing_height=processing_h, output_width=output_hw[1], output_height=output_hw[0],
-            depth_mode=settings.decoder.mode, is_metric=settings.decoder.is_metric,
+            processing_height=processing_h, output_width=output_w, output_height=output_h,
+            depth_mode=settings.decoder.mode, is_metric=processed.is_metric,
             intrinsics_source=values["intrinsics_source"],
             decoding_parameter_names=list(decoding), decoding_parameter_values=[float(v) for v in decoding.values()],
             age_ms=age_ns / 1e6, frames_received=counts["received"], frames_processed=counts["processed"],
             frames_dropped=self._dropped(), frames_rejected=counts["rejected"], frames_idle=counts["idle"],
-            scale_state=getattr(settings.decoder, "state", ""),
-            flying_pixel_filter=values["flying_pixel_threshold"] > 0, flying_pixels_removed=flying,
+            scale_state=processed.scale_state,
+            flying_pixel_filter=values["flying_pixel_threshold"] > 0,
+            flying_pixels_removed=processed.flying_pixels_removed,
             **{stage: float(ms) for stage, ms in stages.items()},
         )
 

@@ -1,0 +1,257 @@
+"""The depth node's per-frame processing without a node: shared by ``depth_node`` and ``ppd-bag-eval``.
+
+Image message -> RGB -> model -> reference alignment -> decoding -> flying-pixel filter -> the depth
+Image, CameraInfo and PointCloud2 the node publishes. ROS message types only (no rclpy node).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+
+from ..geometry.decoding import DepthDecoder, ReferenceAlignedDecoder, decoder_parameter_names, make_decoder
+from ..geometry.filters import flying_pixel_mask
+from ..geometry.projection import pixel_intrinsics, scale_intrinsics
+from ..inference import bundled
+from ..inference.checkpoints import CheckpointError, download_instructions
+from ..inference.pipeline import DepthPrediction, PixelPerfectDepth
+from .conversions import (
+    ConversionError,
+    camera_info_to_intrinsics,
+    compressed_to_rgb8,
+    depth_to_image,
+    image_to_array,
+    image_to_depth,
+    image_to_rgb8,
+    nonfinite_pixels,
+    scaled_camera_info,
+)
+from .parameters import SPECS
+from .pointcloud import point_cloud
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The run-time-changeable parameter values with what is derived from them; replaced as a whole."""
+
+    values: dict[str, Any]
+    decoder: DepthDecoder
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> "Settings":
+        mode = values["depth_mode"]
+        params = {name: values[name] for name in decoder_parameter_names(mode)}
+        return cls(values=dict(values), decoder=make_decoder(mode, **params))
+
+
+def load_pipeline(values: dict[str, Any], logger=None) -> PixelPerfectDepth:
+    """The model of the node's parameter ``values`` (checkpoint, semantics, device, dtype, steps, seed, ...).
+
+    With checkpoint and semantics both empty, the bundled model: fills in ``values``' checkpoint,
+    semantics, semantics_type and (when at its default) target_area, and warns through
+    ``logger.warning`` when a logger is given. The official MoGe-2 file given as semantics also serves as
+    the metric model.
+
+    Raises:
+        CheckpointError: for only one of checkpoint and semantics set, or unreadable model files.
+        ValueError: for a CUDA device without CUDA.
+    """
+    if bool(values["checkpoint"]) != bool(values["semantics"]):
+        raise CheckpointError("set both 'checkpoint' and 'semantics', or neither for the bundled model.\n"
+                              + download_instructions())
+    device = torch.device(values["device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {values['device']!r} requested but CUDA is not available to torch")
+    seed = None if values["seed"] < 0 else values["seed"]
+    bundled_model = not values["checkpoint"]
+    if bundled_model:
+        values.update(checkpoint=str(bundled.CHECKPOINT), semantics=str(bundled.SEMANTICS),
+                      semantics_type=bundled.SEMANTICS_TYPE)
+        if values["target_area"] == SPECS["target_area"].default:
+            values["target_area"] = bundled.TARGET_AREA
+        if logger is not None:
+            logger.warning("no checkpoint set: using the bundled tiny model trained on synthetic rooms (not for real "
+                           "cameras: set 'checkpoint' and 'semantics' to the official files)")
+    # The official MoGe-2 model.pt also gives metric depth; the bundled file is an encoder only.
+    shared = values["semantics"] if values["semantics_type"] == "moge2" and not bundled_model else ""
+    return PixelPerfectDepth.from_checkpoints(
+        values["checkpoint"], values["semantics"], values["semantics_type"], steps=values["steps"],
+        target_area=values["target_area"], device=device, dtype=values["dtype"], seed=seed,
+        metric_checkpoint=values["moge2_checkpoint"] or shared or None,
+    )
+
+
+def model_id(values: dict[str, Any]) -> str:
+    """The model's name in status and diagnostics: ``'ppd.pth + moge2.pt (moge2)'`` (file names and
+    semantics type), prefixed ``'bundled '`` for the bundled model (``values`` as filled by ``load_pipeline``)."""
+    name = (f"{values['checkpoint'].rsplit('/', 1)[-1]} + {values['semantics'].rsplit('/', 1)[-1]} "
+            f"({values['semantics_type']})")
+    return f"bundled {name}" if values["checkpoint"] == str(bundled.CHECKPOINT) else name
+
+
+def header_stamp_ns(header: Header) -> int:
+    """A header's stamp in nanoseconds."""
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def nearest_by_stamp(messages: Iterable, stamp_ns: int, max_age_ns: int):
+    """The message (anything with ``.header``) stamped nearest to ``stamp_ns`` (ns), or None if none is
+    within ``max_age_ns`` (ns, inclusive) of it."""
+    nearest = min(messages, key=lambda m: abs(header_stamp_ns(m.header) - stamp_ns), default=None)
+    if nearest is None or abs(header_stamp_ns(nearest.header) - stamp_ns) > max_age_ns:
+        return None
+    return nearest
+
+
+@dataclass
+class ProcessedFrame:
+    """One processed frame: the published messages and the arrays they were made from.
+
+    Attributes:
+        header: the source image's header (stamp, optical frame_id), on every output message.
+        rgb: (H, W, 3) uint8 source image.
+        normalised: (h, w) float32 model output (normalised log-depth) at the published size.
+        depth: (h, w) float32 published depth: metres if ``is_metric``, else relative; NaN = invalid.
+        K: (3, 3) float64 camera matrix of the published depth, pixels.
+        depth_msg: the ``depth/image`` message (encoding per output_encoding).
+        info_msg: the ``depth/camera_info`` message (K, P scaled to (h, w)).
+        points_msg: the ``depth/points`` message, or None when not wanted or publish_points is false.
+        is_metric: whether ``depth`` is in metres (after this frame's decoder update).
+        scale_state: the decoder's state after this frame ('' for decoders without one).
+        flying_pixels_removed: pixels set to NaN by the flying-pixel filter.
+        stages_ms: wall time per stage, ms: decode_ms, preprocess_ms, semantics_ms, sampling_ms, postprocess_ms.
+        messages_ms: wall time building the three output messages, ms (the node counts it in publish_ms).
+        nonfinite_pixels: NaN/inf pixels of a 32FC1 source image, read as 0 (0 for other encodings).
+        sparse_error: why the given sparse message could not be read ('' if read or none given); the
+            frame then decodes as without one.
+    """
+
+    header: Header
+    rgb: np.ndarray
+    normalised: np.ndarray
+    depth: np.ndarray
+    K: np.ndarray
+    depth_msg: Image
+    info_msg: CameraInfo
+    points_msg: PointCloud2 | None
+    is_metric: bool
+    scale_state: str
+    flying_pixels_removed: int
+    stages_ms: dict[str, float]
+    messages_ms: float = 0.0
+    nonfinite_pixels: int = 0
+    sparse_error: str = ""
+
+
+class FrameProcessor:
+    """The node's per-frame path without a node: image message -> RGB -> model -> reference alignment ->
+    decoding -> flying-pixel filter -> output messages. Used by depth_node and ppd-bag-eval.
+
+    Attributes:
+        pipeline: the model (``PixelPerfectDepth`` or anything called like it); may be replaced between frames.
+    """
+
+    def __init__(self, pipeline: PixelPerfectDepth):
+        self.pipeline = pipeline
+
+    def process(self, image: Image | CompressedImage, info: CameraInfo | None, settings: Settings,
+                sparse: Image | None = None, want_points: bool = True) -> ProcessedFrame:
+        """Process one frame with ``settings`` (updating ``settings.decoder``'s state, if it keeps one).
+
+        Args:
+            image: the camera image (any encoding ``image_to_rgb8`` / ``compressed_to_rgb8`` reads).
+            info: its CameraInfo; None = intrinsics from MoGe-2 (intrinsics_source moge2).
+            settings: parameter values and decoder.
+            sparse: the sensor depth (REP 118 Image) for this frame in depth_mode sparse_topic; None = none.
+            want_points: whether to build the point cloud (also needs publish_points).
+
+        Raises:
+            ConversionError: for an image or CameraInfo that cannot be read (the frame is unusable).
+        """
+        values = settings.values
+        start = time.perf_counter()
+        # 1. Messages -> arrays.
+        if isinstance(image, CompressedImage):
+            rgb = compressed_to_rgb8(image)
+        else:
+            rgb = image_to_rgb8(image)
+        height, width = rgb.shape[:2]
+        if info is not None:
+            K, P = camera_info_to_intrinsics(info, width, height)
+        nonfinite = 0
+        if isinstance(image, Image) and image.encoding == "32FC1":
+            nonfinite = nonfinite_pixels(image_to_array(image))
+        decoded = time.perf_counter()
+
+        # 2. Model.
+        decoder = settings.decoder
+        prediction = self.pipeline(rgb, metric_reference=decoder.mode == "moge2" or info is None)
+        inferred = time.perf_counter()
+
+        # 3. Intrinsics, reference alignment, decoding, flying-pixel filter.
+        if info is None:  # intrinsics_source moge2: an ideal pinhole camera with MoGe-2's intrinsics
+            K = pixel_intrinsics(prediction.metric_reference.intrinsics, width, height)
+            P = np.hstack([K, np.zeros((3, 1))])
+            info = CameraInfo(distortion_model="plumb_bob", d=[0.0] * 5, r=np.eye(3).ravel())
+        sparse_error = ""
+        if isinstance(decoder, ReferenceAlignedDecoder):
+            n, reference, sparse_error = _reference(decoder.mode, prediction, sparse)
+            decoder.update(n, reference)
+        normalised = prediction.depth if values["output_resolution"] == "input" else prediction.processing_depth
+        depth = decoder(normalised)
+        flying = 0
+        if values["flying_pixel_threshold"] > 0:
+            mask = flying_pixel_mask(depth, values["flying_pixel_threshold"])
+            depth[mask], flying = np.nan, int(mask.sum())
+        out_h, out_w = depth.shape
+        K_out, P_out = scale_intrinsics(K, P, out_w / width, out_h / height)
+        postprocessed = time.perf_counter()
+
+        # 4. Output messages, all with the source image's header.
+        header = image.header
+        depth_msg = depth_to_image(depth, header, values["output_encoding"])
+        info_msg = scaled_camera_info(info, K_out, P_out, out_w, out_h, header)
+        points_msg = None
+        if values["publish_points"] and want_points:
+            colours = None
+            if values["points_xyzrgb"]:
+                colours = rgb if (out_h, out_w) == (height, width) else cv2.resize(
+                    rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
+            points_msg = point_cloud(depth, P_out, header, colours, values["points_decimation"])
+        packed = time.perf_counter()
+
+        timings = prediction.timings_ms
+        return ProcessedFrame(
+            header=header, rgb=rgb, normalised=normalised, depth=depth, K=K_out, depth_msg=depth_msg,
+            info_msg=info_msg, points_msg=points_msg, is_metric=decoder.is_metric,
+            scale_state=getattr(decoder, "state", ""), flying_pixels_removed=flying,
+            stages_ms={
+                "decode_ms": (decoded - start) * 1e3,
+                "preprocess_ms": timings["preprocess"],
+                "semantics_ms": timings["semantics"],
+                "sampling_ms": timings["sampling"],
+                "postprocess_ms": timings["postprocess"] + (postprocessed - inferred) * 1e3,
+            },
+            messages_ms=(packed - postprocessed) * 1e3, nonfinite_pixels=nonfinite, sparse_error=sparse_error,
+        )
+
+
+def _reference(mode: str, prediction: DepthPrediction, sparse: Image | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """(normalised depth, metric reference depth in metres, why ``sparse`` is unusable or '') for a
+    reference-aligned decoder; a (1, 1) NaN reference when there is none."""
+    if mode == "moge2":
+        return prediction.processing_depth, prediction.metric_reference.depth, ""  # inf outside MoGe-2's mask
+    no_reference = np.full((1, 1), np.nan, np.float32)
+    if sparse is None:
+        return prediction.depth, no_reference, ""
+    try:
+        return prediction.depth, image_to_depth(sparse), ""
+    except ConversionError as error:
+        return prediction.depth, no_reference, str(error)
