@@ -23,6 +23,8 @@ setup(
         "console_scripts": [
             "ppd-infer = pixel_perfect_ros.tools.infer:main",
             "ppd-demo = pixel_perfect_ros.ros.demo:main",
+            "ppd-bag-eval = pixel_perfect_ros.ros.bag_eval:main",
+            "ppd-bag-replay = pixel_perfect_ros.ros.bag_replay:main",
             "depth_node = pixel_perfect_ros.ros.depth_node:main",
             "ppd-train = pixel_perfect_ros.training.train:main",
         ],

@@ -114,7 +114,8 @@ def aligned_metrics(
     _check_same_shape(pred, gt, mask)
     eval_mask = mask & (gt > GT_MIN_DEPTH_M)
     if protocol == "ransac_log":
-        aligned = recover_metric_depth_ransac(pred, gt, eval_mask, seed=seed)
+        # The fit sees only finite predictions (e.g. NaN where a flying-pixel filter removed a pixel).
+        aligned = recover_metric_depth_ransac(pred, gt, eval_mask & np.isfinite(pred), seed=seed)
     elif protocol == "lsq_disparity":
         aligned = align_disparity_lsq(pred, gt, eval_mask)
     elif protocol == "none":

@@ -199,6 +199,15 @@ def compressed_to_rgb8(msg: CompressedImage) -> np.ndarray:
 # ---------------------------------------------------------------------------------------- array -> Image
 
 
+def message_to_rgb8(msg: Image | CompressedImage) -> np.ndarray:
+    """An Image (``image_to_rgb8``) or CompressedImage (``compressed_to_rgb8``) as (H, W, 3) uint8 RGB.
+
+    Raises:
+        ConversionError: as those two.
+    """
+    return compressed_to_rgb8(msg) if isinstance(msg, CompressedImage) else image_to_rgb8(msg)
+
+
 def msg_buffer(shape: tuple[int, ...], dtype: DTypeLike) -> tuple[array.array, np.ndarray]:
     """A zero-filled buffer for a message's ``data`` field and a writable array view of it.
 

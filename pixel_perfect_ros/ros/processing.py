@@ -25,11 +25,10 @@ from ..inference.pipeline import DepthPrediction, PixelPerfectDepth
 from .conversions import (
     ConversionError,
     camera_info_to_intrinsics,
-    compressed_to_rgb8,
     depth_to_image,
     image_to_array,
     image_to_depth,
-    image_to_rgb8,
+    message_to_rgb8,
     nonfinite_pixels,
     scaled_camera_info,
 )
@@ -166,7 +165,7 @@ class FrameProcessor:
         """Process one frame with ``settings`` (updating ``settings.decoder``'s state, if it keeps one).
 
         Args:
-            image: the camera image (any encoding ``image_to_rgb8`` / ``compressed_to_rgb8`` reads).
+            image: the camera image (any encoding ``message_to_rgb8`` reads).
             info: its CameraInfo; None = intrinsics from MoGe-2 (intrinsics_source moge2).
             settings: parameter values and decoder.
             sparse: the sensor depth (REP 118 Image) for this frame in depth_mode sparse_topic; None = none.
@@ -178,10 +177,7 @@ class FrameProcessor:
         values = settings.values
         start = time.perf_counter()
         # 1. Messages -> arrays.
-        if isinstance(image, CompressedImage):
-            rgb = compressed_to_rgb8(image)
-        else:
-            rgb = image_to_rgb8(image)
+        rgb = message_to_rgb8(image)
         height, width = rgb.shape[:2]
         if info is not None:
             K, P = camera_info_to_intrinsics(info, width, height)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from typing import Callable
@@ -37,6 +38,33 @@ def image_size(text: str) -> tuple[int, int]:
 
 non_negative_int = _int_at_least(0, "a non-negative integer")
 """argparse type: an integer >= 0."""
+
+
+def _finite_float(accept: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    """An argparse type accepting finite floats for which ``accept`` holds (``what`` names them)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (math.isfinite(value) and accept(value)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
+
+
+positive_float = _finite_float(lambda v: v > 0, "a finite number > 0")
+"""argparse type: a finite float > 0."""
+non_negative_float = _finite_float(lambda v: v >= 0, "a finite number >= 0")
+"""argparse type: a finite float >= 0."""
+
+
+def parameter_assignment(text: str) -> tuple[str, str]:
+    """argparse type: ``NAME:=VALUE`` (a ROS parameter, the value as on the ros2 command line)."""
+    name, separator, value = text.partition(":=")
+    if not separator or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME:=VALUE, got {text!r}")
+    return name, value
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:

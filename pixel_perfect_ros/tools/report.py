@@ -1,7 +1,7 @@
-"""Depth-evaluation report helpers (numpy and OpenCV only): per-frame metrics, colourised depth strips
-and point-cloud views.
+"""Depth-evaluation report helpers (numpy and OpenCV only): colourised depth strips, point-cloud views,
+JSON and Markdown output.
 
-Shared by ``ppd-demo`` and tools that evaluate depth against ground truth. Images are OpenCV BGR
+Used by ``tools/evaluation.py`` (the reports of ppd-bag-eval, ppd-bag-replay and ppd-demo). Images are OpenCV BGR
 uint8; depth is metres along the optical axis of the camera optical frame (x right, y down, z
 forward), NaN = invalid.
 """
@@ -12,7 +12,6 @@ import math
 import cv2
 import numpy as np
 
-from ..geometry.metrics import aligned_metrics, edge_aware_chamfer
 from ..synthetic.scene import PinholeCamera
 from .depth_io import colorize
 
@@ -31,43 +30,8 @@ NEAR_M = 0.05
 
 
 # --------------------------------------------------------------------------------------------------
-# Metrics
+# Text
 # --------------------------------------------------------------------------------------------------
-
-def frame_metrics(pred: np.ndarray, gt: np.ndarray, K: np.ndarray) -> dict:
-    """Metrics of one metric depth prediction against the ground truth.
-
-    Args:
-        pred: (H, W) float, predicted depth, metres, NaN = invalid.
-        gt: (H, W) float, ground-truth depth, metres, NaN = invalid.
-        K: (3, 3) camera matrix of both, pixels.
-
-    Returns:
-        ``{"metric": ..., "lsq_disparity": ..., "chamfer_m": float}``: the ``aligned_metrics`` dicts of
-        the depth as it is (``protocol="none"``) and after a least-squares scale and shift in disparity
-        (scale-free), and the edge-aware chamfer distance of the depth as it is, metres.
-    """
-    mask = np.isfinite(gt)
-    return {"metric": aligned_metrics(pred, gt, mask, protocol="none"),
-            "lsq_disparity": aligned_metrics(pred, gt, mask, protocol="lsq_disparity"),
-            "chamfer_m": edge_aware_chamfer(pred, gt, K)}
-
-
-def mean_metrics(frames: list[dict]) -> dict:
-    """The mean over frames of every number in ``frame_metrics``-like dicts, ignoring NaN.
-
-    Args:
-        frames: dicts of the same nesting whose leaves are numbers.
-
-    Returns:
-        A dict of the same nesting (NaN where every frame is NaN).
-    """
-    first = frames[0]
-    if isinstance(first, dict):
-        return {key: mean_metrics([frame[key] for frame in frames]) for key in first}
-    values = np.asarray(frames, dtype=np.float64)
-    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-
 
 def json_safe(value):
     """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
@@ -78,15 +42,6 @@ def json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def summary_rows(mean: dict) -> list[tuple[str, float]]:
-    """The headline numbers of a ``mean_metrics`` of ``frame_metrics`` dicts, as (name, value) rows."""
-    return [("AbsRel, metric as published", mean["metric"]["abs_rel"]),
-            ("delta1, metric as published", mean["metric"]["delta_1"]),
-            ("AbsRel, scale-free (lsq disparity)", mean["lsq_disparity"]["abs_rel"]),
-            ("delta1, scale-free (lsq disparity)", mean["lsq_disparity"]["delta_1"]),
-            ("edge-aware chamfer (m)", mean["chamfer_m"])]
 
 
 def markdown_table(header: tuple[str, ...], rows: list[tuple]) -> str:

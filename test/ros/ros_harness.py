@@ -20,6 +20,7 @@ from rcl_interfaces.msg import Log
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from pixel_perfect_ros.msg import DepthStatus
@@ -184,3 +185,12 @@ def connect(probe: Probe, node: DepthNode, *topics: str) -> None:
     for topic in topics:
         if topic in publishers:
             wait_for(lambda t=topic: publishers[t].get_subscription_count() > 0, what=f"{topic} subscription")
+
+
+def bag_messages(path) -> dict[str, list[tuple[int, bytes]]]:
+    """(bag time ns, raw CDR) per topic of a rosbag2, in time order."""
+    with Reader(path) as reader:
+        messages: dict[str, list] = {c.topic: [] for c in reader.connections}
+        for connection, time_ns, raw in reader.messages():
+            messages[connection.topic].append((time_ns, raw))
+    return messages

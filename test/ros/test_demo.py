@@ -2,29 +2,17 @@
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
+from ros_harness import bag_messages
 from sensor_msgs.msg import Image, PointCloud2
-from std_msgs.msg import Header
 
-from pixel_perfect_ros.geometry.projection import back_project
 from pixel_perfect_ros.msg import DepthStatus
 from pixel_perfect_ros.ros import demo
-from pixel_perfect_ros.ros.pointcloud import point_cloud
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def bag_messages(path) -> dict[str, list[tuple[int, bytes]]]:
-    """(bag time ns, raw CDR) per topic of a rosbag2, in time order."""
-    with Reader(path) as reader:
-        messages: dict[str, list] = {c.topic: [] for c in reader.connections}
-        for connection, time_ns, raw in reader.messages():
-            messages[connection.topic].append((time_ns, raw))
-    return messages
 
 
 def test_demo_end_to_end(ros, tmp_path, monkeypatch, capsys):
@@ -38,7 +26,8 @@ def test_demo_end_to_end(ros, tmp_path, monkeypatch, capsys):
     assert demo.main(["--out", str(out), "--frames", "3", "--size", "128x96"]) == 0
 
     printed = capsys.readouterr().out
-    for line in ("[1/4]", "[2/4]", "[3/4]", "[4/4]", "frame 1/3:", "frame 3/3:", "node: "):
+    for line in ("rendering 3 frames", "[1/3]", "[2/3]", "[3/3]", "frame 1/3:", "frame 3/3:", "node: ",
+                 "frames dropped: 0 (0.0 %)", "none: AbsRel"):
         assert line in printed, printed
     assert not (out / "report" / "stale.txt").exists()  # the outputs of an earlier run are replaced
 
@@ -67,16 +56,19 @@ def test_demo_end_to_end(ros, tmp_path, monkeypatch, capsys):
         assert {c.topic: c.msgtype for c in reader.connections}["/depth/status"] == "pixel_perfect_ros/msg/DepthStatus"
 
     metrics = json.loads((out / "report" / "metrics.json").read_text())
-    assert [frame["stamp_ns"] for frame in metrics["frames"]] == stamps
-    for frame in metrics["frames"] + [metrics["mean"]]:
-        assert np.isfinite(frame["metric"]["abs_rel"]) and np.isfinite(frame["lsq_disparity"]["abs_rel"])
-        assert 0.0 <= frame["metric"]["delta_1"] <= 1.0 and frame["chamfer_m"] > 0.0
-    for name in ("frame_000.png", "frame_001.png", "frame_002.png"):
-        assert cv2.imread(str(out / "report" / name)).shape == (96, 4 * 128, 3)
-    assert cv2.imread(str(out / "report" / "cloud_001.png")).shape == (360, 2 * 480, 3)
-    text = (out / "report" / "report.md").read_text()
-    assert "the bundled model" in text and f"`{status.model_id}`" in text  # the model as the node reported it
-    assert "| AbsRel, metric as published |" in text
+    assert metrics["complete"] and [frame["stamp_ns"] for frame in metrics["frames"]] == stamps
+    assert metrics["summary"]["frames"] == {"total": 3, "scored": 3, "unscored": 0, "metric": 3}
+    assert metrics["summary"]["headline"] == "none"  # every frame metric: scored as published
+    for frame in metrics["frames"]:
+        assert np.isfinite(frame["none.abs_rel"]) and np.isfinite(frame["lsq_disparity.abs_rel"])
+        assert 0.0 <= frame["none.delta_1"] <= 1.0 and frame["chamfer_metric_m"] > 0.0
+    assert np.isfinite(metrics["summary"]["tae"]["tae_metric"])  # poses from the bag
+    notes = metrics["notes"]
+    assert notes["model files"] == "the bundled model" and notes["model"] == status.model_id
+    assert notes["frames dropped"] == "0 (0.0 %)" and "16-row LiDAR" in notes["source"]
+    replay = json.loads((out / "report" / "replay.json").read_text())
+    assert replay["frames_received"] == 3 and len(replay["frames"]) == 3
+    assert "AbsRel" in (out / "report" / "report.html").read_text()
 
 
 def test_a_bad_size_is_an_argparse_error(tmp_path, capsys):
@@ -108,15 +100,17 @@ def test_a_node_that_fails_to_start_is_reported(ros, tmp_path, monkeypatch, caps
     assert "the node exited" in err and "semantics.pth" in err, err
 
 
-def test_node_command_passes_the_official_files_through():
+def test_node_parameters_pass_the_official_files_through():
     parser = demo.build_parser()
-    bundled = demo.node_command(parser.parse_args(["--out", "x"]))
-    assert not any(arg.startswith(("checkpoint:=", "target_area:=")) for arg in bundled)
-    assert {"depth_mode:=sparse_topic", "points_xyzrgb:=true", "lazy:=true", "input_reliability:=reliable"} <= set(bundled)
-    official = demo.node_command(parser.parse_args(["--out", "x", "--checkpoint", "/c/ppd_moge.pth", "--semantics",
-                                                    "/c/moge2.pt", "--semantics-type", "moge2", "--target-area", "49152"]))
-    assert {"checkpoint:=/c/ppd_moge.pth", "semantics:=/c/moge2.pt", "semantics_type:=moge2",
-            "target_area:=49152"} <= set(official)
+    bundled = demo.node_parameters(parser.parse_args(["--out", "x"]))
+    assert "checkpoint" not in bundled and "target_area" not in bundled
+    assert {"depth_mode": "sparse_topic", "points_xyzrgb": True, "lazy": True,
+            "input_reliability": "reliable"}.items() <= bundled.items()
+    official = demo.node_parameters(parser.parse_args([
+        "--out", "x", "--checkpoint", "/c/ppd_moge.pth", "--semantics", "/c/moge2.pt", "--semantics-type", "moge2",
+        "--target-area", "49152"]))
+    assert {"checkpoint": "/c/ppd_moge.pth", "semantics": "/c/moge2.pt", "semantics_type": "moge2",
+            "target_area": 49152}.items() <= official.items()
 
 
 def test_simulated_lidar_keeps_16_rows_and_every_second_column():
@@ -128,14 +122,3 @@ def test_simulated_lidar_keeps_16_rows_and_every_second_column():
     kept = np.isfinite(sparse)
     assert kept.sum() == demo.LIDAR_ROWS * 64 and kept[rows][:, ::2].all()
     np.testing.assert_array_equal(sparse[kept], depth[kept])
-
-
-def test_cloud_to_arrays_reads_back_a_packed_xyzrgb_cloud():
-    rng = np.random.default_rng(0)
-    depth = rng.uniform(1.0, 5.0, (6, 8)).astype(np.float32)
-    depth[2, 3] = np.nan
-    rgb = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-    P = np.array([[50.0, 0.0, 3.5, 0.0], [0.0, 50.0, 2.5, 0.0], [0.0, 0.0, 1.0, 0.0]])
-    points, colors = demo.cloud_to_arrays(point_cloud(depth, P, Header(), rgb))
-    np.testing.assert_array_equal(points, back_project(depth, 50.0, 50.0, 3.5, 2.5))
-    np.testing.assert_array_equal(colors, rgb)

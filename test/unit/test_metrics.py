@@ -108,6 +108,14 @@ def test_ransac_log_protocol_recovers_an_exact_log_affine_prediction():
     assert m["abs_rel"] < 1e-5 and m["delta_0_5"] == 1.0
 
 
+def test_ransac_log_protocol_fits_around_nan_predictions():
+    gt = step_depth()
+    n = ((np.log(gt.astype(np.float64) + 1.0) - 0.3) / 1.7).astype(np.float32)
+    n[::7, ::5] = np.nan  # e.g. removed by the flying-pixel filter
+    m = aligned_metrics(n, gt, ALL, protocol="ransac_log")
+    assert m["abs_rel"] < 1e-5 and m["valid_frac"] < 1.0
+
+
 def test_ransac_log_protocol_matches_the_official_fixture(fixtures_dir):
     path = fixtures_dir / "moge2" / "ransac_48x64.npz"
     if not path.is_file():
