@@ -11,20 +11,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+import safetensors.torch
 import torch
 from torch import nn
 
 from ..model.dinov2 import DINOV2_ARCHITECTURES
 from ..model.dit import DiT, dit_config_from_state_dict
+from ..model.dit_video import VideoDiT, video_dit_config_from_state_dict
 from ..model.moge2 import MoGe2Model
+from ..model.pi3 import Pi3Semantics, pi3_config_from_state_dict, pi3_semantics_from_config
 from ..model.semantics import DepthAnythingV2Semantics, MoGe2Semantics
 
 PPD_PREFIX = "dit."
 """Prefix of the DiT keys in ``ppd.pth`` / ``ppd_moge.pth`` (``PixelPerfectDepth.dit``)."""
 
+PPVD_PREFIX = "dit_video."
+"""Prefix of the DiT_Video keys in ``ppvd.pth`` (``PixelPerfectVideoDepth.dit_video``)."""
+
 PPD_IGNORED = {
     "sem_encoder.": "the semantics encoder is loaded from its own checkpoint (--semantics); whether the "
     "official ppd.pth also carries it could not be checked, so its keys are accepted and unused",
+}
+PPVD_IGNORED = {
+    "sem_encoder.": "the Pi3 semantics encoder is loaded from its own checkpoint; whether the official "
+    "ppvd.pth also carries it could not be checked, so its keys are accepted and unused",
 }
 DA2_IGNORED = {
     "depth_head.": "PPD builds Depth Anything v2 without its DPT depth head; only the ViT (pretrained.*) is used",
@@ -120,27 +130,38 @@ def _strip(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, tor
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
 
 
+def _load_prefixed_dit(path: str | Path, prefix: str, what: str, config_from_state_dict, model_class, ignored):
+    """A DiT-like module from a flat checkpoint whose keys carry ``prefix``, its architecture read from
+    the tensor shapes (built on the meta device, then the file's tensors assigned)."""
+    path = Path(path)
+    state = read_checkpoint(path)
+    dit_keys = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not dit_keys:
+        raise CheckpointError(f"{path} has no '{prefix}*' keys, so it is not a {what}; "
+                              f"first keys: {_listing(sorted(state))}")
+    try:
+        config = config_from_state_dict(dit_keys)
+        with torch.device("meta"):
+            model = model_class(**config)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    return load_strict(model, _strip(state, prefix), path, ignored)
+
+
 def load_ppd_dit(path: str | Path) -> DiT:
     """The DiT of an official ``ppd.pth`` / ``ppd_moge.pth`` (keys ``dit.*``).
 
     The architecture (hidden size, depth, heads, ...) is read from the tensor shapes, so the official
     full-size file and small test files in the same format both load.
     """
-    path = Path(path)
-    state = read_checkpoint(path)
-    dit_keys = {k[len(PPD_PREFIX):]: v for k, v in state.items() if k.startswith(PPD_PREFIX)}
-    if not dit_keys:
-        raise CheckpointError(
-            f"{path} has no '{PPD_PREFIX}*' keys, so it is not a PPD checkpoint (ppd.pth / ppd_moge.pth); "
-            f"first keys: {_listing(sorted(state))}"
-        )
-    try:
-        config = dit_config_from_state_dict(dit_keys)
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: {exc}") from exc
-    with torch.device("meta"):
-        dit = DiT(**config)
-    return load_strict(dit, _strip(state, PPD_PREFIX), path, PPD_IGNORED)
+    return _load_prefixed_dit(path, PPD_PREFIX, "PPD checkpoint (ppd.pth / ppd_moge.pth)",
+                              dit_config_from_state_dict, DiT, PPD_IGNORED)
+
+
+def load_ppvd_dit(path: str | Path) -> VideoDiT:
+    """The DiT_Video of an official ``ppvd.pth`` (flat dict, keys ``dit_video.*``); sizes from the shapes."""
+    return _load_prefixed_dit(path, PPVD_PREFIX, "PPVD checkpoint (ppvd.pth)", video_dit_config_from_state_dict,
+                              VideoDiT, PPVD_IGNORED)
 
 
 def _dinov2_architecture(embed_dim: int, depth: int, registers: int) -> str:
@@ -228,3 +249,49 @@ def load_semantics_encoder(path: str | Path, semantics_type: str) -> nn.Module:
     if semantics_type == "moge2":
         return load_moge2_semantics(path)
     raise ValueError(f"semantics_type must be one of {SEMANTICS_TYPES}, got {semantics_type!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pi3 (PPVD's semantics encoder)
+# ---------------------------------------------------------------------------------------------------
+
+PI3_IGNORED = {
+    prefix: "unused by forward_semantics: PPVD takes only Pi3's encoder and decoder tokens, not its "
+    "point / confidence / camera predictions, so these heads are not built"
+    for prefix in ("point_decoder.", "point_head.", "conf_decoder.", "conf_head.", "camera_decoder.", "camera_head.")
+}
+
+
+def pi3_semantics_from_state_dict(state: Mapping[str, torch.Tensor], path: str | Path) -> Pi3Semantics:
+    """Build a :class:`Pi3Semantics` on the meta device from official Pi3 keys and fill it strictly.
+
+    Sizes come from the tensor shapes (:func:`~pixel_perfect_ros.model.pi3.pi3_config_from_state_dict`);
+    the heads in :data:`PI3_IGNORED` are skipped; ``path`` only names the source in errors.
+
+    Raises:
+        CheckpointError: not Pi3 keys, or missing / unexpected / mis-shaped keys (named).
+    """
+    path = Path(path)
+    try:
+        config = pi3_config_from_state_dict(state)
+        with torch.device("meta"):
+            model = pi3_semantics_from_config(config)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}; first keys: {_listing(sorted(state))}") from exc
+    return load_strict(model, state, path, PI3_IGNORED)
+
+
+def load_pi3_semantics(path: str | Path) -> Pi3Semantics:
+    """Encoder + decoder of the official Pi3 ``model.safetensors`` (flat official key names).
+
+    Raises:
+        CheckpointError: for a missing or unreadable file, or keys that do not match (named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = safetensors.torch.load_file(path, device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for corrupt / foreign files
+        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+    return pi3_semantics_from_state_dict(state, path)

@@ -125,7 +125,10 @@ def apply_rope2d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 # ------------------------------------------------------------------------------------------------
 
 class Attention(nn.Module):
-    """Multi-head self-attention with qk LayerNorm and 2D RoPE on q and k."""
+    """Multi-head self-attention with qk LayerNorm and, when given cos/sin tables, 2D RoPE on q and k.
+
+    Without tables it is timm's ``Attention(qkv_bias=True, qk_norm=True)`` (the PPVD DiT_Video).
+    """
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -136,13 +139,15 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(self.head_dim, eps=1e-5)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """x: (N, L, D); cos, sin: (L, head_dim) -> (N, L, D)."""
+    def forward(self, x: torch.Tensor, cos: torch.Tensor | None = None,
+                sin: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, L, D); cos, sin: (L, head_dim) RoPE tables or None (no RoPE) -> (N, L, D)."""
         n, length, dim = x.shape
         qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N, heads, L, head_dim)
-        q = apply_rope2d(self.q_norm(q), cos, sin)
-        k = apply_rope2d(self.k_norm(k), cos, sin)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if cos is not None:
+            q, k = apply_rope2d(q, cos, sin), apply_rope2d(k, cos, sin)
         o = F.scaled_dot_product_attention(q, k, v)  # (N, heads, L, head_dim)
         return self.proj(o.transpose(1, 2).reshape(n, length, dim))
 
@@ -176,9 +181,9 @@ class DiTBlock(nn.Module):
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor,
-                cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """x: (N, L, D); c: (N or 1, D); cos, sin: (L, head_dim) -> (N, L, D)."""
+    def forward(self, x: torch.Tensor, c: torch.Tensor, cos: torch.Tensor | None = None,
+                sin: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, L, D); c: (N or 1, D); cos, sin: (L, head_dim) or None (no RoPE) -> (N, L, D)."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (
             self.adaLN_modulation(c).chunk(6, dim=-1))  # each (N or 1, D)
         attn_in = modulate(self.norm1(x), shift_a, scale_a)
@@ -200,6 +205,26 @@ class FinalLayer(nn.Module):
         """x: (N, L, D); c: (N or 1, D) -> (N, L, p*p*out_channels)."""
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
         return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class SemanticsFusion(nn.Sequential):
+    """The Cas-DiT step: MLP over [tokens, l2norm(semantics)] to 4D channels, then 2x2 token split.
+
+    Keys ``0, 2, 4`` (the three linears) as the official ``proj_fusion`` Sequential.
+    """
+
+    def __init__(self, hidden_size: int, semantics_dim: int = SEMANTICS_DIM):
+        super().__init__(
+            nn.Linear(hidden_size + semantics_dim, 4 * hidden_size), nn.SiLU(),
+            nn.Linear(4 * hidden_size, 4 * hidden_size), nn.SiLU(),
+            nn.Linear(4 * hidden_size, 4 * hidden_size),
+        )
+
+    def forward(self, tok: torch.Tensor, semantics: torch.Tensor, h, w) -> torch.Tensor:
+        """tok: (N, h*w, D) coarse tokens; semantics: (N, h*w, semantics_dim) -> (N, 2h*2w, D)."""
+        sem = F.normalize(semantics, dim=-1).to(tok.dtype)  # eps 1e-12
+        z = super().forward(torch.cat([tok, sem], dim=-1))  # (N, h*w, 4D)
+        return split_tokens(z, h, w)  # no residual across the split
 
 
 # ------------------------------------------------------------------------------------------------
@@ -240,6 +265,25 @@ def unpatchify(y: torch.Tensor, h, w, patch_size: int) -> torch.Tensor:
 # DiT
 # ------------------------------------------------------------------------------------------------
 
+def initialize_dit_weights(model: nn.Module, blocks) -> None:
+    """Training init: xavier linears, normal(0.02) timestep MLP, zero adaLN (of `blocks` and the final
+    layer) and output layer. `model` has `x_embedder`, `t_embedder` and `final_layer` as in `DiT`."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    # patch embed like a linear layer over the flattened patch
+    proj = model.x_embedder.proj
+    nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+    nn.init.zeros_(proj.bias)
+    nn.init.normal_(model.t_embedder.mlp[0].weight, std=0.02)
+    nn.init.normal_(model.t_embedder.mlp[2].weight, std=0.02)
+    for layer in [block.adaLN_modulation[1] for block in blocks] + [
+            model.final_layer.adaLN_modulation[1], model.final_layer.linear]:
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+
+
 class DiT(nn.Module):
     """PPD DiT: depth//2 blocks on 2p-px tokens, fusion + 2x2 split, depth//2 blocks on p-px tokens.
 
@@ -272,30 +316,13 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.blocks = nn.ModuleList(
             [DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
-        self.proj_fusion = nn.Sequential(
-            nn.Linear(hidden_size + SEMANTICS_DIM, 4 * hidden_size), nn.SiLU(),
-            nn.Linear(4 * hidden_size, 4 * hidden_size), nn.SiLU(),
-            nn.Linear(4 * hidden_size, 4 * hidden_size),
-        )
+        self.proj_fusion = SemanticsFusion(hidden_size)
         self.final_layer = FinalLayer(hidden_size, patch_size, out_channels)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        """Training init: xavier linears, normal(0.02) timestep MLP, zero adaLN and output layer."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        # patch embed like a linear layer over the flattened patch
-        proj = self.x_embedder.proj
-        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
-        nn.init.zeros_(proj.bias)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for layer in [block.adaLN_modulation[1] for block in self.blocks] + [
-                self.final_layer.adaLN_modulation[1], self.final_layer.linear]:
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        """Training init (see `initialize_dit_weights`)."""
+        initialize_dit_weights(self, self.blocks)
 
     def _check_inputs(self, x: torch.Tensor, semantics: torch.Tensor) -> None:
         patch_px = 2 * self.patch_size
@@ -334,9 +361,7 @@ class DiT(nn.Module):
         for i, block in enumerate(self.blocks):
             tok = block(tok, c, cos, sin)
             if i == self.split_after:
-                sem = F.normalize(semantics, dim=-1).to(tok.dtype)  # (N, h*w, 1024)
-                z = self.proj_fusion(torch.cat([tok, sem], dim=-1))  # (N, h*w, 4D)
-                tok = split_tokens(z, h, w)  # (N, 2h*2w, D); no residual across the split
+                tok = self.proj_fusion(tok, semantics, h, w)  # (N, 2h*2w, D)
                 cos, sin = cos_f, sin_f
         out = self.final_layer(tok, c)  # (N, 2h*2w, p*p*out_channels)
         return unpatchify(out, 2 * h, 2 * w, self.patch_size)  # (N, out_channels, H, W)

@@ -8,6 +8,8 @@ Two encoders with the official state-dict names (the DINOv2 backbone itself is i
   Antialiased bilinear resize, normalise, sum of 1x1-projected final-LN'ed intermediate layers.
 
 Both map each 16x16 image patch to one 14x14 ViT patch, so the output is ``(N, (H//16)*(W//16), C)``.
+PPVD's multi-frame encoder, :class:`~pixel_perfect_ros.model.pi3.Pi3Semantics`, implements the same
+interface in ``pi3.py``.
 """
 from __future__ import annotations
 
