@@ -22,6 +22,7 @@ setup(
     entry_points={
         "console_scripts": [
             "ppd-infer = pixel_perfect_ros.tools.infer:main",
+            "ppd-infer-video = pixel_perfect_ros.tools.infer_video:main",
             "ppd-demo = pixel_perfect_ros.ros.demo:main",
             "ppd-bag-eval = pixel_perfect_ros.ros.bag_eval:main",
             "ppd-bag-replay = pixel_perfect_ros.ros.bag_replay:main",

@@ -47,6 +47,17 @@ class DepthPrediction:
     metric_reference: MoGe2Result | None = None
 
 
+def seeded_noise(shape: tuple[int, ...], seed: int | None) -> torch.Tensor:
+    """Standard normal float32 CPU noise from a ``torch.Generator`` of its own seeded with ``seed``
+    (None: fresh entropy), so the global RNG state never matters."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return torch.randn(*shape, generator=generator)
+
+
 def sample_depth(
     dit: nn.Module, image: torch.Tensor, semantics: torch.Tensor, noise: torch.Tensor, timesteps: list[int]
 ) -> torch.Tensor:
@@ -147,12 +158,7 @@ class PixelPerfectDepth:
         return cls(load_ppd_dit(checkpoint), encoder, metric_model=metric_model, **kwargs)
 
     def _noise(self, height: int, width: int) -> torch.Tensor:
-        generator = torch.Generator()
-        if self.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(self.seed)
-        return torch.randn(1, 1, height, width, generator=generator).to(self.device)
+        return seeded_noise((1, 1, height, width), self.seed).to(self.device)
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray, metric_reference: bool = False) -> DepthPrediction:

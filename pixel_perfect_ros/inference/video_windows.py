@@ -74,22 +74,23 @@ def window_slots(num_frames: int) -> list[list[int]]:
     return windows
 
 
-def to_network_input(frames_rgb: np.ndarray, bgr_quirk: bool = True) -> torch.Tensor:
-    """Video frames -> PPVD network input: [0, 1] floats resized to 512x512.
+def to_network_input(frames_rgb: np.ndarray, bgr_quirk: bool = True, size: int = VIDEO_SIZE) -> torch.Tensor:
+    """Video frames -> PPVD network input: [0, 1] floats resized to ``size`` x ``size`` (official 512).
 
     The official ``run_video.py`` reads frames as RGB, then ``video2tensor`` applies ``BGR2RGB`` again,
     so the official network (and Pi3) receive B,G,R channel order. Keep ``bgr_quirk=True`` for the
     official checkpoints; ``False`` feeds true RGB.
 
     Per frame: divide by 255 (float64, then float32, as ``image_to_tensor``), then bilinear resize to
-    512x512 (``align_corners=False``, no antialias).
+    ``size`` x ``size`` (``align_corners=False``, no antialias).
 
     Args:
         frames_rgb: (L, H0, W0, 3) uint8 RGB.
         bgr_quirk: reverse the channels as the official pipeline does.
+        size: the DiT's input size (512 for the official weights; small test models use less).
 
     Returns:
-        (L, 3, 512, 512) float32 in [0, 1], channel order B,G,R if ``bgr_quirk`` else R,G,B.
+        (L, 3, size, size) float32 in [0, 1], channel order B,G,R if ``bgr_quirk`` else R,G,B.
 
     Raises:
         ValueError: if ``frames_rgb`` is not a non-empty (L, H0, W0, 3) uint8 array.
@@ -100,7 +101,7 @@ def to_network_input(frames_rgb: np.ndarray, bgr_quirk: bool = True) -> torch.Te
     resized = []
     for frame in frames_rgb:  # one frame at a time: full-resolution float copies stay small
         image = image_to_tensor(frame[..., ::-1] if bgr_quirk else frame)  # (1, 3, H0, W0)
-        resized.append(F.interpolate(image, size=(VIDEO_SIZE, VIDEO_SIZE), mode="bilinear", align_corners=False))
+        resized.append(F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False))
     return torch.cat(resized)
 
 
