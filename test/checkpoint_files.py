@@ -4,9 +4,11 @@ from pathlib import Path
 
 import torch
 
-from pixel_perfect_ros.model.dinov2 import DINOV2_ARCHITECTURES
+from pixel_perfect_ros.model.dinov2 import DINOV2_ARCHITECTURES, DinoVisionTransformer
 from pixel_perfect_ros.model.dit import DiT
+from pixel_perfect_ros.model.dit_video import VideoDiT
 from pixel_perfect_ros.model.moge2 import MoGe2Model
+from pixel_perfect_ros.model.pi3 import Pi3Semantics
 from pixel_perfect_ros.model.semantics import DepthAnythingV2Semantics
 
 # Test-only DINOv2 sizes, registered by name the way the official MoGe-2 fixtures registered theirs.
@@ -52,6 +54,18 @@ def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
             else:
                 p.copy_(0.1 * r)
     return module
+
+
+SMALL_VIDEO_DIT = dict(input_size=64, hidden_size=16, num_heads=2)  # depth 24 (hard-coded block indices)
+
+
+def tiny_video_models() -> tuple[VideoDiT, Pi3Semantics]:
+    """A random 64x64 ``VideoDiT`` and a random 1024-wide Pi3 (2048-d tokens, as the video DiT takes):
+    one encoder block, two decoder blocks with MLP ratio 1."""
+    encoder = DinoVisionTransformer(embed_dim=1024, depth=1, num_heads=16, pos_grid=4, num_register_tokens=4,
+                                    interpolate_offset=0.0, interpolate_antialias=True, has_mask_token=False)
+    pi3 = Pi3Semantics(encoder, decoder_depth=2, decoder_num_heads=16, mlp_ratio=1.0)
+    return randomize_(VideoDiT(**SMALL_VIDEO_DIT), seed=4).eval(), randomize_(pi3, seed=5).eval()
 
 
 def write_ppd_checkpoint(path: Path, seed: int = 0, **dit_kwargs) -> dict:

@@ -110,7 +110,7 @@ def window_depth_to_original(depth: torch.Tensor, height: int, width: int) -> np
     return resize_depth(depth.float(), height, width)[:, 0].cpu().numpy()
 
 
-def _scale_and_shift(prediction: np.ndarray, target: np.ndarray) -> tuple[np.float32, np.float32]:
+def scale_and_shift(prediction: np.ndarray, target: np.ndarray) -> tuple[np.float32, np.float32]:
     """Closed-form least squares of ``s * prediction + b ~ target`` in float32 (official ``align_vda``).
 
     Falls back to ``(1, 0)`` when the normal equations are singular (``det == 0``).
@@ -152,7 +152,7 @@ def align_video_depth(windows: list[np.ndarray]) -> np.ndarray:
         window = np.asarray(window, dtype=np.float32)
         if window.shape != first.shape:
             raise ValueError(f"window shape {window.shape} differs from window 0's {first.shape}")
-        scale, shift = _scale_and_shift(np.concatenate(window[:OVERLAP]), np.concatenate(refs))
+        scale, shift = scale_and_shift(np.concatenate(window[:OVERLAP]), np.concatenate(refs))
         aligned = window * scale + shift  # (16, H, W)
         out.append(aligned[OVERLAP:])
         refs = [refs[0]] + [aligned[i] for i in KEYFRAMES[1:]]

@@ -1,36 +1,26 @@
 """PPVD video pipeline (inference/video_pipeline.py) and the ``ppd-infer-video`` CLI on tiny random models.
 
 The small Pi3 parity fixture is 64 wide (128-d tokens) and the video DiT's fusion takes 2048-d tokens, so
-these tests build a tiny random Pi3 that is 1024 wide (one encoder block, two decoder blocks with MLP ratio 1).
+these tests use a tiny random Pi3 that is 1024 wide (``checkpoint_files.tiny_video_models``).
 """
 import cv2
 import numpy as np
 import pytest
 import safetensors.torch
 import torch
-from checkpoint_files import randomize_
+from checkpoint_files import tiny_video_models
 
 from pixel_perfect_ros.inference.checkpoints import pi3_semantics_from_state_dict
 from pixel_perfect_ros.inference.video_pipeline import PixelPerfectVideoDepth
 from pixel_perfect_ros.inference.video_windows import align_video_depth
-from pixel_perfect_ros.model.dinov2 import DinoVisionTransformer
-from pixel_perfect_ros.model.dit_video import VideoDiT
-from pixel_perfect_ros.model.pi3 import Pi3Semantics
 from pixel_perfect_ros.tools import infer_video
 
-SMALL_VIDEO = dict(input_size=64, hidden_size=16, num_heads=2)  # depth 24 (hard-coded block indices)
 HEIGHT, WIDTH = 24, 40
-
-
-def _tiny_pi3() -> Pi3Semantics:
-    encoder = DinoVisionTransformer(embed_dim=1024, depth=1, num_heads=16, pos_grid=4, num_register_tokens=4,
-                                    interpolate_offset=0.0, interpolate_antialias=True, has_mask_token=False)
-    return randomize_(Pi3Semantics(encoder, decoder_depth=2, decoder_num_heads=16, mlp_ratio=1.0), seed=5).eval()
 
 
 @pytest.fixture(scope="module")
 def models():
-    return randomize_(VideoDiT(**SMALL_VIDEO), seed=4).eval(), _tiny_pi3()
+    return tiny_video_models()
 
 
 @pytest.fixture(scope="module")
