@@ -25,7 +25,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..geometry.metrics import pose_from_quaternion
-from .conversions import ConversionError, image_to_depth
+from .conversions import ConversionError, header_stamp_ns, image_to_depth
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
 DEPTH_TYPES = {"sensor_msgs/msg/Image": Image}
@@ -100,22 +100,18 @@ class _Stream:
     newest_ns: int = -1
 
 
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 def _pose_items(msgtype: str, msg, frames: tuple[str, str] | None) -> list[tuple[int, np.ndarray]]:
     """(stamp ns, T) items of a rosbags pose message; tf messages give only the ``frames`` transform."""
     if msgtype == "geometry_msgs/msg/PoseStamped":
         p, q = msg.pose.position, msg.pose.orientation
-        return [(_stamp_ns(msg.header), pose_from_quaternion((p.x, p.y, p.z), (q.w, q.x, q.y, q.z)))]
+        return [(header_stamp_ns(msg.header), pose_from_quaternion((p.x, p.y, p.z), (q.w, q.x, q.y, q.z)))]
     transforms = msg.transforms if msgtype == "tf2_msgs/msg/TFMessage" else [msg]
     items = []
     for t in transforms:
         if msgtype == "tf2_msgs/msg/TFMessage" and (t.header.frame_id, t.child_frame_id) != frames:
             continue
         p, q = t.transform.translation, t.transform.rotation
-        items.append((_stamp_ns(t.header), pose_from_quaternion((p.x, p.y, p.z), (q.w, q.x, q.y, q.z))))
+        items.append((header_stamp_ns(t.header), pose_from_quaternion((p.x, p.y, p.z), (q.w, q.x, q.y, q.z))))
     return items
 
 
@@ -183,7 +179,7 @@ def camera_frames(path: str | Path, topics: CameraTopics, tolerance_ns: int = 5_
                 topic, msgtype = connection.topic, types[connection.topic]
                 if topic == topics.image:
                     msg = deserialize_message(raw, IMAGE_TYPES[msgtype])
-                    stamp = _stamp_ns(msg.header)
+                    stamp = header_stamp_ns(msg.header)
                     if (start_ns is None or stamp >= start_ns) and (end_ns is None or stamp <= end_ns):
                         if index % stride == 0:
                             pending.append((stamp, msg))
@@ -191,7 +187,7 @@ def camera_frames(path: str | Path, topics: CameraTopics, tolerance_ns: int = 5_
                 else:
                     items = (_pose_items(msgtype, typestore.deserialize_cdr(raw, msgtype), topics.pose_frames)
                              if topic == topics.pose else
-                             [(_stamp_ns(m.header), m) for m in [deserialize_message(
+                             [(header_stamp_ns(m.header), m) for m in [deserialize_message(
                                  raw, {**INFO_TYPES, **DEPTH_TYPES}[msgtype])]])
                     for stamp, item in items:
                         aux[topic].items.append((stamp, item))

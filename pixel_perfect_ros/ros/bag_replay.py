@@ -45,7 +45,7 @@ from pixel_perfect_ros.msg import DepthStatus
 from ..tools.cli import parameter_assignment, positive_float
 from ..tools.evaluation import Evaluation, headline_rows, write_json_atomic
 from .bag_io import BagError, BagFrame, BagRecorder, CameraTopics, camera_frames, installed_share_file
-from .conversions import camera_info_to_intrinsics, image_to_depth, message_to_rgb8
+from .conversions import camera_info_to_intrinsics, header_stamp_ns, image_to_depth, message_to_rgb8
 from .parameters import SPECS
 
 OUTPUTS = {"depth/image": Image, "depth/camera_info": CameraInfo, "depth/points": PointCloud2,
@@ -179,7 +179,7 @@ class Replayer(Node):
 
     def _record(self, name: str, topic: str, msg) -> None:
         now = time.monotonic()
-        stamp = Time.from_msg(msg.header.stamp).nanoseconds
+        stamp = header_stamp_ns(msg.header)
         self._recorder.write(topic, msg, stamp)
         self.received[name].add(stamp)
         if name == "depth/image":

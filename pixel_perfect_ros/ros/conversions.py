@@ -76,6 +76,11 @@ ASPECT_TOLERANCE = 0.01
 # ---------------------------------------------------------------------------------------- Image -> array
 
 
+def header_stamp_ns(header) -> int:
+    """A std_msgs/Header's stamp (rclpy or rosbags message) in integer nanoseconds."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
 def image_to_array(msg: Image) -> np.ndarray:
     """The pixels of an Image as an array in native byte order.
 

@@ -38,7 +38,7 @@ from ..inference.pipeline import PixelPerfectDepth
 from ..inference.preprocess import processing_size
 from ..msg import DepthStatus
 from .allocator import keep_freed_memory
-from .conversions import ConversionError
+from .conversions import ConversionError, header_stamp_ns
 from .latest_slot import InferenceWorker
 from .pairing import CameraInfoPairer
 from .parameters import PARAMETERS, SPECS, check_parameters
@@ -46,7 +46,6 @@ from .processing import (
     FrameProcessor,
     ProcessedFrame,
     Settings,
-    header_stamp_ns,
     load_pipeline,
     model_id,
     nearest_by_stamp,

@@ -26,6 +26,7 @@ from .conversions import (
     ConversionError,
     camera_info_to_intrinsics,
     depth_to_image,
+    header_stamp_ns,
     image_to_array,
     image_to_depth,
     message_to_rgb8,
@@ -93,11 +94,6 @@ def model_id(values: dict[str, Any]) -> str:
     name = (f"{values['checkpoint'].rsplit('/', 1)[-1]} + {values['semantics'].rsplit('/', 1)[-1]} "
             f"({values['semantics_type']})")
     return f"bundled {name}" if values["checkpoint"] == str(bundled.CHECKPOINT) else name
-
-
-def header_stamp_ns(header: Header) -> int:
-    """A header's stamp in nanoseconds."""
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 def nearest_by_stamp(messages: Iterable, stamp_ns: int, max_age_ns: int):
