@@ -35,7 +35,6 @@ from typing import Any, Callable, Iterator
 import ray
 import torch
 import yaml
-from rosbags.rosbag2 import Reader, ReaderError
 from tqdm import tqdm
 
 from ..inference.checkpoints import CheckpointError
@@ -43,7 +42,7 @@ from ..inference.pipeline import PixelPerfectDepth
 from ..tools.cli import non_negative_float, parameter_assignment, positive_int
 from ..tools.evaluation import Evaluation, headline_rows, write_aggregate_report, write_json_atomic
 from ..tools.report import markdown_table
-from .bag_io import STORAGES, BagError, BagFrame, BagRecorder, CameraTopics, camera_frames
+from .bag_io import STORAGES, BagError, BagFrame, BagRecorder, CameraTopics, bag_extent, camera_frames
 from .conversions import ConversionError
 from .parameters import PARAMETERS, SPECS, check_parameters
 from .processing import FrameProcessor, Settings, load_pipeline, model_id
@@ -216,9 +215,8 @@ def _bag_info(path: Path, topic: str) -> tuple[int | None, int | None]:
     """(start time ns, messages on ``topic``) from the bag's metadata; (None, None) if it cannot be read
     (``camera_frames`` then says why)."""
     try:
-        with Reader(path) as reader:
-            return reader.start_time, sum(c.msgcount for c in reader.connections if c.topic == topic)
-    except (ReaderError, OSError, KeyError, ValueError):
+        return bag_extent(path, topic)
+    except BagError:
         return None, None
 
 

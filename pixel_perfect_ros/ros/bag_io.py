@@ -143,6 +143,19 @@ def _nearest(stream: _Stream, stamp_ns: int, tolerance_ns: int):
     return None if best is None or abs(best[0] - stamp_ns) > tolerance_ns else best[1]
 
 
+def bag_extent(path: str | Path, topic: str) -> tuple[int, int]:
+    """(start time ns, messages on ``topic``) from a bag's metadata, without reading messages.
+
+    Raises:
+        BagError: the bag cannot be read.
+    """
+    try:
+        with Reader(path) as reader:
+            return reader.start_time, sum(c.msgcount for c in reader.connections if c.topic == topic)
+    except (ReaderError, OSError, KeyError, ValueError) as error:
+        raise BagError(f"cannot read the bag {path}: {error}") from error
+
+
 def camera_frames(path: str | Path, topics: CameraTopics, tolerance_ns: int = 5_000_000,
                   start_ns: int | None = None, end_ns: int | None = None, stride: int = 1) -> Iterator[BagFrame]:
     """The images of a bag with their matched CameraInfo, depths and pose, in bag order.

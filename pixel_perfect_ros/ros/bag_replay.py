@@ -36,7 +36,6 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
-from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
@@ -44,7 +43,7 @@ from pixel_perfect_ros.msg import DepthStatus
 
 from ..tools.cli import parameter_assignment, positive_float
 from ..tools.evaluation import Evaluation, headline_rows, write_json_atomic
-from .bag_io import BagError, BagFrame, BagRecorder, CameraTopics, camera_frames, installed_share_file
+from .bag_io import BagError, BagFrame, BagRecorder, CameraTopics, bag_extent, camera_frames, installed_share_file
 from .conversions import camera_info_to_intrinsics, header_stamp_ns, image_to_depth, message_to_rgb8
 from .parameters import SPECS
 
@@ -485,9 +484,7 @@ def _open_source(bag: Path, topics: CameraTopics, out: Path, options: ReplayOpti
     first = next(frames, None)
     if first is None:
         raise BagError(f"{bag}: no image on {topics.image}")
-    with Reader(bag) as reader:
-        total = sum(c.msgcount for c in reader.connections if c.topic == topics.image)
-    return first, frames, total
+    return first, frames, bag_extent(bag, topics.image)[1]
 
 
 def replay_bag(bag: Path, topics: CameraTopics, out: Path, options: ReplayOptions,

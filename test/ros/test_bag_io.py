@@ -9,7 +9,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from pixel_perfect_ros.msg import DepthStatus
-from pixel_perfect_ros.ros.bag_io import BagError, BagRecorder, CameraTopics, camera_frames
+from pixel_perfect_ros.ros.bag_io import BagError, BagRecorder, CameraTopics, bag_extent, camera_frames
 from pixel_perfect_ros.ros.conversions import depth_to_image, rgb8_to_image
 from pixel_perfect_ros.synthetic.bag import synthetic_camera_bag
 
@@ -91,6 +91,14 @@ def test_poses_from_a_tf_topic_take_only_the_named_frame_pair(tmp_path):
         list(camera_frames(tmp_path / "bag", CameraTopics("/image", pose="/tf")))
     (frame,) = camera_frames(tmp_path / "bag", CameraTopics("/image", pose="/tf", pose_frames=("odom", "camera")))
     np.testing.assert_allclose(frame.pose[:3, 3], [1.5, 0.0, 0.0])
+
+
+def test_bag_extent_reads_start_and_count_from_the_metadata(tmp_path):
+    write(tmp_path / "bag", [("/image", image(t * MS), t * MS) for t in (30, 40, 50)])
+    assert bag_extent(tmp_path / "bag", "/image") == (30 * MS, 3)
+    assert bag_extent(tmp_path / "bag", "/other") == (30 * MS, 0)
+    with pytest.raises(BagError, match="cannot read the bag"):
+        bag_extent(tmp_path / "absent", "/image")
 
 
 def test_missing_and_mistyped_topics_and_corrupt_bags_are_clear_errors(tmp_path):
