@@ -11,8 +11,14 @@ Same state-dict names and numerics as the official `ppd/models/dit_video.py::DiT
     FinalLayer -> unpatchify 8px -> (N, 1, 512, 512)
 
 The block indices are literals upstream, so only depth 24 is accepted.
+
+Blocks 0..17 are per-frame; the frames of a window interact only through the temporal blocks and the
+pooled reference tokens. ``forward_recording`` returns what a window's reference frames give the other
+frames (``ReferenceTokens``), and ``forward_with_references`` runs new frames alone against such recorded
+tokens (the streaming mode ``stream_cached`` of inference/video_stream.py).
 """
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -128,14 +134,14 @@ class VideoDiT(nn.Module):
             table = sincos_2d_pos_embed(self.pos_embed.shape[-1], self.grid_size)
             self.pos_embed.copy_(table.unsqueeze(0).to(self.pos_embed.device))
 
-    def _check_inputs(self, x: torch.Tensor, semantics: torch.Tensor) -> None:
+    def _check_inputs(self, x: torch.Tensor, semantics: torch.Tensor, min_frames: int) -> None:
         size = self.input_size
         if x.ndim != 4 or tuple(x.shape[1:]) != (self.in_channels, size, size):
             raise ValueError(f"x must be (N, {self.in_channels}, {size}, {size}) (the video DiT only "
                              f"takes {size}x{size} frames), got {tuple(x.shape)}")
-        if x.shape[0] <= max(REFERENCE_FRAMES):
-            raise ValueError(f"the video DiT needs at least {max(REFERENCE_FRAMES) + 1} frames "
-                             f"(reference frames {REFERENCE_FRAMES}), got {x.shape[0]}")
+        if x.shape[0] < min_frames:
+            raise ValueError(f"the video DiT needs at least {min_frames} frames here (reference frames "
+                             f"{REFERENCE_FRAMES} in the window), got {x.shape[0]}")
         expected = (x.shape[0], self.grid_size ** 2, VIDEO_SEMANTICS_DIM)
         if tuple(semantics.shape) != expected:
             raise ValueError(f"semantics must be (N, {self.grid_size ** 2}, {VIDEO_SEMANTICS_DIM}) "
@@ -152,24 +158,111 @@ class VideoDiT(nn.Module):
         Returns:
             (N, out_channels, input_size, input_size), same dtype as the model.
         """
-        self._check_inputs(x, semantics)
+        self._check_inputs(x, semantics, len(REFERENCE_FRAMES))
+        return self._run(x, semantics, timestep)[0]
+
+    def forward_recording(self, x: torch.Tensor, semantics: torch.Tensor,
+                          timestep: torch.Tensor) -> tuple[torch.Tensor, "ReferenceTokens"]:
+        """``forward``, also returning the reference frames' tokens that the other frames see.
+
+        Run on the 3 reference frames alone, this is the reference pass of ``stream_cached``: the
+        references are denoised among themselves and their tokens can then serve any new frames
+        (``forward_with_references``).
+
+        Args: as ``forward``.
+        Returns:
+            The velocity (N, out_channels, input_size, input_size), and the ``ReferenceTokens`` of
+            frames ``REFERENCE_FRAMES`` in this window.
+        """
+        self._check_inputs(x, semantics, len(REFERENCE_FRAMES))
+        return self._run(x, semantics, timestep, record=True)
+
+    def forward_with_references(self, x: torch.Tensor, semantics: torch.Tensor, timestep: torch.Tensor,
+                                references: "ReferenceTokens") -> torch.Tensor:
+        """The velocity of K new frames placed after recorded reference frames, without recomputing them.
+
+        Blocks 0..17 are per-frame as in ``forward``; blocks 18..23 append ``references.pooled`` instead
+        of pooling from the batch, and each temporal block attends over [``references.temporal``; new
+        frames] along the frame axis, keeping the new frames' outputs. Equal to the new frames' rows of
+        ``forward`` on [references; new frames] when the references' tokens do not depend on the new
+        frames (e.g. identity temporal blocks); otherwise the approximation of ``stream_cached``.
+
+        Args:
+            x: (K, in_channels, input_size, input_size) float, K >= 1 new frames; [latent, RGB - 0.5].
+            semantics: (K, (input_size/16)^2, 2048) float, Pi3 tokens of the new frames.
+            timestep: 0-d, the timestep at which ``references`` were recorded.
+            references: from ``forward_recording`` at the same timestep.
+        Returns:
+            (K, out_channels, input_size, input_size), same dtype as the model.
+
+        Raises:
+            ValueError: for bad shapes, a per-frame timestep, or references of another depth.
+        """
+        self._check_inputs(x, semantics, 1)
+        if timestep.ndim != 0:
+            raise ValueError(f"forward_with_references takes one shared timestep, got shape {tuple(timestep.shape)}")
+        if (len(references.pooled), len(references.temporal)) != \
+                (len(self.blocks) - REFERENCE_FROM_BLOCK, len(self.temporal_blocks)):
+            raise ValueError(f"references hold {len(references.pooled)} pooled and {len(references.temporal)} "
+                             f"temporal entries, expected {len(self.blocks) - REFERENCE_FROM_BLOCK} and "
+                             f"{len(self.temporal_blocks)}")
+        return self._run(x, semantics, timestep, references=references)[0]
+
+    def _run(self, x: torch.Tensor, semantics: torch.Tensor, timestep: torch.Tensor,
+             references: "ReferenceTokens | None" = None,
+             record: bool = False) -> tuple[torch.Tensor, "ReferenceTokens | None"]:
+        """The block loop shared by the forward variants (inputs already checked).
+
+        ``references`` None: the window's own frames 0..2 are the references (``forward``); else the
+        batch is new frames only and the reference side comes from ``references``. ``record`` returns the
+        reference side as seen in this call.
+        """
         g = self.grid_size
+        num_refs = len(REFERENCE_FRAMES)
+        pooled_seen, temporal_seen = [], []
         tok = self.x_embedder(x) + self.pos_embed  # (N, g*g, D)
         c = self.t_embedder(timestep)  # (1 or N, D)
         temporal = iter(self.temporal_blocks)
         for i, block in enumerate(self.blocks):
             if i >= TEMPORAL_FROM_BLOCK:  # frames as the sequence, positions as the batch
-                tok = next(temporal)(tok.transpose(0, 1), c).transpose(0, 1)  # (N, 4g*g, D)
+                if references is None:
+                    if record:
+                        temporal_seen.append(tok[list(REFERENCE_FRAMES)])  # (R, 4g*g, D)
+                    tok = next(temporal)(tok.transpose(0, 1), c).transpose(0, 1)  # (N, 4g*g, D)
+                else:
+                    frames = torch.cat([references.temporal[i - TEMPORAL_FROM_BLOCK], tok])  # (R+K, 4g*g, D)
+                    tok = next(temporal)(frames.transpose(0, 1), c).transpose(0, 1)[num_refs:]  # (K, 4g*g, D)
             if i >= REFERENCE_FROM_BLOCK:
                 length = tok.shape[1]
-                tok = torch.cat([tok, reference_tokens(tok, 2 * g, 2 * g)], dim=1)  # (N, L+768, D)
+                if references is None:
+                    pooled = reference_tokens(tok, 2 * g, 2 * g)  # (N, 768, D)
+                    if record:
+                        pooled_seen.append(pooled[:1])  # (1, 768, D)
+                else:
+                    pooled = references.pooled[i - REFERENCE_FROM_BLOCK].expand(tok.shape[0], -1, -1)
+                tok = torch.cat([tok, pooled], dim=1)  # (N, L+768, D)
                 tok = block(tok, c)[:, :length]
             else:
                 tok = block(tok, c)
             if i == self.split_after:
                 tok = self.proj_fusion(tok, semantics, g, g)  # (N, 4g*g, D)
         out = self.final_layer(tok, c)  # (N, 4g*g, p*p*out_channels)
-        return unpatchify(out, 2 * g, 2 * g, self.patch_size)  # (N, out_channels, H, W)
+        velocity = unpatchify(out, 2 * g, 2 * g, self.patch_size)  # (N, out_channels, H, W)
+        return velocity, ReferenceTokens(tuple(pooled_seen), tuple(temporal_seen)) if record else None
+
+
+@dataclass(frozen=True)
+class ReferenceTokens:
+    """What the reference frames of a window give its other frames in one ``VideoDiT`` call.
+
+    Attributes:
+        pooled: per block i >= REFERENCE_FROM_BLOCK (6), the (1, R * (h/4)*(w/4), D) avg-pooled reference
+            tokens that block appends (``reference_tokens``; h = w = input_size / patch_size).
+        temporal: per temporal block (3), the (R, h*w, D) reference frames' tokens entering it.
+    """
+
+    pooled: tuple[torch.Tensor, ...]
+    temporal: tuple[torch.Tensor, ...]
 
 
 def video_dit_config_from_state_dict(state_dict) -> dict:

@@ -122,8 +122,40 @@ class Pi3Semantics(SemanticsEncoder):
                 hidden = block(hidden.reshape(1, frames * length, dim), cos_all, sin_all).reshape(frames, length, dim)
             yield hidden
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-frame DINOv2 part of ``forward_semantics``: resize, normalise, encode.
+
+        No token of one frame depends on another frame, so a frame's tokens can be cached and reused in
+        any later clip (``semantics_from_tokens``).
+
+        Args:
+            x: (F, 3, H, W) float32 RGB in [0, 1]; H and W multiples of 16.
+
+        Returns:
+            (F, (H//16) * (W//16), D) encoder patch tokens, raster order.
+        """
+        rows, cols = semantics_token_grid(x)
+        p = self.encoder.patch_size
+        x = F.interpolate(x, size=(rows * p, cols * p), mode="bilinear", align_corners=False)
+        x = (x - self.image_mean) / self.image_std  # normalise AFTER resizing
+        return self.encoder.forward_features(x)  # (F, rows*cols, D)
+
+    def semantics_from_tokens(self, tokens: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """The clip-level decoder part of ``forward_semantics``, on the frames' ``encode`` tokens.
+
+        Args:
+            tokens: (F, rows*cols, D) encoder tokens of the F frames of one clip (the odd decoder blocks
+                attend over all of them).
+            rows, cols: the 16-px token grid, (H//16, W//16).
+
+        Returns:
+            (F, rows*cols, 2*D), raster order: last two decoder blocks concatenated on channels.
+        """
+        last_two = deque(self.decoder_states(tokens, rows, cols), maxlen=2)
+        return torch.cat(tuple(last_two), dim=-1)[:, NUM_SPECIAL_TOKENS:]  # (F, rows*cols, 2D)
+
     def forward_semantics(self, x: torch.Tensor) -> torch.Tensor:
-        """Semantic tokens of one clip on the 16-px grid.
+        """Semantic tokens of one clip on the 16-px grid: ``encode``, then ``semantics_from_tokens``.
 
         Args:
             x: (F, 3, H, W) float32 RGB in [0, 1], the frames of one clip; H and W multiples of 16.
@@ -132,12 +164,7 @@ class Pi3Semantics(SemanticsEncoder):
             (F, (H//16) * (W//16), 2*D), raster order: last two decoder blocks concatenated on channels.
         """
         rows, cols = semantics_token_grid(x)
-        p = self.encoder.patch_size
-        x = F.interpolate(x, size=(rows * p, cols * p), mode="bilinear", align_corners=False)
-        x = (x - self.image_mean) / self.image_std  # normalise AFTER resizing
-        tokens = self.encoder.forward_features(x)  # (F, rows*cols, D)
-        last_two = deque(self.decoder_states(tokens, rows, cols), maxlen=2)
-        return torch.cat(tuple(last_two), dim=-1)[:, NUM_SPECIAL_TOKENS:]  # (F, rows*cols, 2D)
+        return self.semantics_from_tokens(self.encode(x), rows, cols)
 
 
 def pi3_config_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict:

@@ -7,7 +7,7 @@ import torch
 from checkpoint_files import randomize_, write_ppd_checkpoint
 
 from pixel_perfect_ros.inference.checkpoints import CheckpointError, load_ppvd_dit
-from pixel_perfect_ros.model.dit_video import VIDEO_SEMANTICS_DIM, VideoDiT, sincos_2d_pos_embed
+from pixel_perfect_ros.model.dit_video import VIDEO_SEMANTICS_DIM, ReferenceTokens, VideoDiT, sincos_2d_pos_embed
 
 VIDEO_MAX_ATOL = 3e-3  # fixtures/README.md: official fp32 vs fp64 moves by up to 5e-4 (a few pixels)
 VIDEO_MEAN_ATOL = 2e-5
@@ -195,3 +195,66 @@ def test_ppd_checkpoint_is_not_a_ppvd_checkpoint(tmp_path):
     write_ppd_checkpoint(tmp_path / "ppd.pth")
     with pytest.raises(CheckpointError, match=r"no 'dit_video\.\*' keys, so it is not a PPVD checkpoint"):
         load_ppvd_dit(tmp_path / "ppd.pth")
+
+
+# ------------------------------------------------------------------------------------------------
+# Recorded reference tokens (stream_cached)
+# ------------------------------------------------------------------------------------------------
+
+def _identity_temporal(model: VideoDiT) -> VideoDiT:
+    """Zero adaLN of the temporal blocks: gates 0, so each is the identity and frames stop interacting."""
+    with torch.no_grad():
+        for block in model.temporal_blocks:
+            block.adaLN_modulation[-1].weight.zero_()
+            block.adaLN_modulation[-1].bias.zero_()
+    return model
+
+
+def test_recording_forward_is_forward_and_records_shapes():
+    model = _small_video_dit()
+    x, semantics, t = _small_inputs(frames=3)
+    with torch.no_grad():
+        out, refs = model.forward_recording(x, semantics, t)
+        assert torch.equal(out, model(x, semantics, t))
+    assert isinstance(refs, ReferenceTokens)
+    assert [tuple(p.shape) for p in refs.pooled] == [(1, 3 * 2 * 2, 16)] * 6  # 8x8 fine grid pooled 4x4
+    assert [tuple(p.shape) for p in refs.temporal] == [(3, 8 * 8, 16)] * 3
+
+
+@pytest.mark.parametrize("new_frames", [1, 4])
+@pytest.mark.parametrize("timestep", [999, 250])
+def test_cached_references_equal_the_full_window_without_temporal_mixing(new_frames, timestep):
+    """Identity temporal blocks: the references' tokens do not depend on the new frames, so the new frames
+    run alone against the recorded tokens give the new rows of the full [3 references + K new] window."""
+    model = _identity_temporal(_small_video_dit())
+    x, semantics, _ = _small_inputs(frames=3 + new_frames)
+    t = torch.tensor(timestep, dtype=torch.int32)
+    with torch.no_grad():
+        _, refs = model.forward_recording(x[:3], semantics[:3], t)
+        cached = model.forward_with_references(x[3:], semantics[3:], t, refs)
+        full = model(x, semantics, t)
+    assert cached.shape == (new_frames, 1, 64, 64)
+    torch.testing.assert_close(cached, full[3:], rtol=0, atol=1e-5)
+
+
+def test_cached_references_are_an_approximation_with_temporal_blocks():
+    model = _small_video_dit()
+    x, semantics, t = _small_inputs(frames=5)
+    with torch.no_grad():
+        _, refs = model.forward_recording(x[:3], semantics[:3], t)
+        cached = model.forward_with_references(x[3:], semantics[3:], t, refs)
+        full = model(x, semantics, t)
+    assert (cached - full[3:]).abs().max().item() > 1e-4
+
+
+def test_forward_with_references_checks_its_inputs():
+    model = _small_video_dit()
+    x, semantics, t = _small_inputs(frames=3)
+    with torch.no_grad():
+        _, refs = model.forward_recording(x, semantics, t)
+        with pytest.raises(ValueError, match="one shared timestep"):
+            model.forward_with_references(x[:1], semantics[:1], t.expand(1), refs)
+        with pytest.raises(ValueError, match="references hold"):
+            model.forward_with_references(x[:1], semantics[:1], t, ReferenceTokens(refs.pooled[:2], refs.temporal))
+        with pytest.raises(ValueError, match="semantics"):
+            model.forward_with_references(x[:2], semantics[:1], t, refs)
