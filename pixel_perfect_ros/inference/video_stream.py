@@ -22,9 +22,10 @@ Per pushed frame:
   reference predictions. Each group of K new frames then runs alone (noise slots 3..3+K, a DiT batch of
   K) with ``VideoDiT.forward_with_references`` and gets that fit. Pi3: each reference's DINOv2 tokens
   are cached (the encoder is per-frame, so this reuse is exact) and only the decoder runs on
-  [3 references + K new]. The approximation: the references are denoised once among themselves - they
-  do not see the new frames in the temporal blocks - and their tokens are reused for every later group
-  until the reference set changes. DiT cost per output frame: 1 + 3 / (frames between reference
+  [3 references + K new]. The approximation ("one-way references"): the references are denoised once
+  among themselves - they do not see the new frames in the temporal blocks - and their tokens are reused
+  for every later group until the reference set changes; the new frames see the references as in a
+  window. Without the temporal blocks' cross-frame mixing both modes agree (tested). DiT cost per output frame: 1 + 3 / (frames between reference
   changes) frame-passes instead of (3 + K) / K.
 - Promotion: frame i (counted from the anchor, i >= 3) with ``i % keyframe_every == 0`` replaces the
   older keyframe, with its aligned prediction.
@@ -124,7 +125,8 @@ class _Frame:
 
 @dataclass(frozen=True)
 class ReferencePass:
-    """The reference side of ``stream_cached`` for one reference set.
+    """The reference side of ``stream_cached`` for one reference set, sampled without the new frames
+    (the "one-way references" approximation).
 
     Attributes:
         steps: per Euler step, the ``ReferenceTokens`` the new frames see.
@@ -173,7 +175,7 @@ class StreamingVideoDepth:
         max_scale_jump: re-anchor when a fitted scale is <= 0 or ``|scale - 1| > max_scale_jump``; > 0
             (``math.inf``: re-anchor only on a non-positive scale).
         mode: "stream_exact" (references recomputed in every window) or "stream_cached" (references
-            sampled once per reference set, their tokens reused: an approximation).
+            sampled once per reference set, their tokens reused: the "one-way references" approximation).
 
     Attributes:
         cache: the ``ReferenceCache``; ``cache.state`` is the stream's status.
