@@ -23,10 +23,11 @@ Per pushed frame:
   K) with ``VideoDiT.forward_with_references`` and gets that fit. Pi3: each reference's DINOv2 tokens
   are cached (the encoder is per-frame, so this reuse is exact) and only the decoder runs on
   [3 references + K new]. The approximation ("one-way references"): the references are denoised once
-  among themselves - they do not see the new frames in the temporal blocks - and their tokens are reused
-  for every later group until the reference set changes; the new frames see the references as in a
-  window. Without the temporal blocks' cross-frame mixing both modes agree (tested). DiT cost per output frame: 1 + 3 / (frames between reference
-  changes) frame-passes instead of (3 + K) / K.
+  among themselves - they do not see the new frames, neither in the temporal blocks nor in Pi3's global
+  decoder blocks - and their tokens are reused for every later group until the reference set changes;
+  the new frames see the references as in a window. Without that cross-frame mixing both modes agree
+  (tested). DiT cost per output frame: 1 + 3 / (frames between reference changes) frame-passes instead
+  of (3 + K) / K.
 - Promotion: frame i (counted from the anchor, i >= 3) with ``i % keyframe_every == 0`` replaces the
   older keyframe, with its aligned prediction.
 - Re-anchoring: a fit with scale <= 0 (depth order inverted) or ``|scale - 1| > max_scale_jump`` (scene
@@ -129,7 +130,8 @@ class ReferencePass:
     (the "one-way references" approximation).
 
     Attributes:
-        steps: per Euler step, the ``ReferenceTokens`` the new frames see.
+        steps: per Euler step, the ``ReferenceTokens`` the new frames see (official size, float32:
+            about 170 MB per step, 0.7 GB for 4 steps).
         tokens: (3, S/16 * S/16, D) Pi3 encoder tokens of the references, in cache order.
         scale, shift: the fit of the pass's reference prediction to the cached reference predictions,
             applied to every later group's prediction.

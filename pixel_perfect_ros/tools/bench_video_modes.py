@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench_video_modes", description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=positive_int, default=55,
                         help="clip length (default: 55 = 3 filling frames + 52, a multiple of 1, 4 and 13)")
-    parser.add_argument("--size", type=image_size, default=(64, 96), help="clip frame size WIDTHxHEIGHT (default: 96x64)")
+    parser.add_argument("--size", type=image_size, default=(64, 96),
+                        help="clip frame size WIDTHxHEIGHT (default: 96x64)")
     parser.add_argument("--steps", type=positive_int, default=4, help="Euler steps (default: 4, official)")
     parser.add_argument("--k", type=k_value, nargs="+", default=[1, 4, 13],
                         help="frames_per_window values of the streaming modes (default: 1 4 13)")
