@@ -1,7 +1,8 @@
 """Small random-weight checkpoints written in the official formats (``ppd.pth``,
-``depth_anything_v2_vitl.pth``, MoGe-2 ``model.pt``), for tests."""
+``depth_anything_v2_vitl.pth``, MoGe-2 ``model.pt``, ``ppvd.pth``, Pi3 ``model.safetensors``), for tests."""
 from pathlib import Path
 
+import safetensors.torch
 import torch
 
 from pixel_perfect_ros.model.dinov2 import DINOV2_ARCHITECTURES, DinoVisionTransformer
@@ -66,6 +67,16 @@ def tiny_video_models() -> tuple[VideoDiT, Pi3Semantics]:
                                     interpolate_offset=0.0, interpolate_antialias=True, has_mask_token=False)
     pi3 = Pi3Semantics(encoder, decoder_depth=2, decoder_num_heads=16, mlp_ratio=1.0)
     return randomize_(VideoDiT(**SMALL_VIDEO_DIT), seed=4).eval(), randomize_(pi3, seed=5).eval()
+
+
+def write_video_checkpoints(root: Path, models: tuple[VideoDiT, Pi3Semantics] | None = None) -> tuple[Path, Path]:
+    """Save ``models`` (default: ``tiny_video_models()``) as ``root/ppvd.pth`` (flat dict, ``dit_video.*``
+    keys) and ``root/pi3.safetensors`` (Pi3's own keys); returns the two paths."""
+    dit, pi3 = models or tiny_video_models()
+    ppvd_path, pi3_path = Path(root) / "ppvd.pth", Path(root) / "pi3.safetensors"
+    torch.save({f"dit_video.{k}": v for k, v in dit.state_dict().items()}, ppvd_path)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in pi3.state_dict().items()}, pi3_path)
+    return ppvd_path, pi3_path
 
 
 def write_ppd_checkpoint(path: Path, seed: int = 0, **dit_kwargs) -> dict:

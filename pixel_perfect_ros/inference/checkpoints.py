@@ -66,6 +66,21 @@ def download_instructions(directory: str | Path = "checkpoints") -> str:
         "variant: ppd_moge.pth + moge2.pt), or name them with --checkpoint and --semantics."
     )
 
+
+PPVD_CHECKPOINTS = {
+    "ppvd.pth": "PPVD video DiT: huggingface.co/gangweix/Pixel-Perfect-Depth (file ppvd.pth)",
+    "pi3.safetensors": "Pi3: huggingface.co/yyfz233/Pi3 (file model.safetensors, saved as pi3.safetensors)",
+}
+"""Official PPVD file name -> where users get it (nothing is fetched at run time)."""
+
+
+def video_download_instructions(directory: str | Path = "checkpoints") -> str:
+    """What to download by hand for PPVD and where to put it, for error messages."""
+    lines = [f"  {name:<20} {where}" for name, where in PPVD_CHECKPOINTS.items()]
+    return ("Download the official weights by hand (nothing is fetched automatically):\n" + "\n".join(lines)
+            + f"\nand put them in {directory}/, or name them with --checkpoint and --semantics.")
+
+
 _MAX_LISTED = 8
 
 

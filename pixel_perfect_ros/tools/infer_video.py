@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..inference.checkpoints import CheckpointError
+from ..inference.checkpoints import CheckpointError, video_download_instructions
 from ..inference.video_pipeline import PixelPerfectVideoDepth
 from ..inference.video_windows import num_windows
 from .cli import positive_int
@@ -24,20 +24,6 @@ from .infer import IMAGE_SUFFIXES
 
 FOLDER_FPS = 10.0
 """Frame rate of the depth video written for a folder of images."""
-
-PPVD_CHECKPOINTS = {
-    "ppvd.pth": "PPVD video DiT: huggingface.co/gangweix/Pixel-Perfect-Depth (file ppvd.pth)",
-    "pi3.safetensors": "Pi3: huggingface.co/yyfz233/Pi3 (file model.safetensors, saved as pi3.safetensors)",
-}
-"""Official file name -> where users get it (nothing is fetched at run time)."""
-
-
-def video_download_instructions(directory: str | Path = "checkpoints") -> str:
-    """What to download by hand for PPVD and where to put it, for error messages."""
-    lines = [f"  {name:<20} {where}" for name, where in PPVD_CHECKPOINTS.items()]
-    return ("Download the official weights by hand (nothing is fetched automatically):\n" + "\n".join(lines)
-            + f"\nand put them in {directory}/, or name them with --checkpoint and --semantics.")
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -6,9 +6,8 @@ these tests use a tiny random Pi3 that is 1024 wide (``checkpoint_files.tiny_vid
 import cv2
 import numpy as np
 import pytest
-import safetensors.torch
 import torch
-from checkpoint_files import tiny_video_models
+from checkpoint_files import tiny_video_models, write_video_checkpoints
 
 from pixel_perfect_ros.inference.checkpoints import pi3_semantics_from_state_dict
 from pixel_perfect_ros.inference.video_pipeline import PixelPerfectVideoDepth
@@ -26,11 +25,7 @@ def models():
 @pytest.fixture(scope="module")
 def checkpoints(models, tmp_path_factory):
     """(ppvd.pth, pi3.safetensors) in the official formats."""
-    dit, pi3 = models
-    root = tmp_path_factory.mktemp("ppvd")
-    torch.save({f"dit_video.{k}": v for k, v in dit.state_dict().items()}, root / "ppvd.pth")
-    safetensors.torch.save_file({k: v.contiguous() for k, v in pi3.state_dict().items()}, root / "pi3.safetensors")
-    return root / "ppvd.pth", root / "pi3.safetensors"
+    return write_video_checkpoints(tmp_path_factory.mktemp("ppvd"), models)
 
 
 def _clip(num_frames: int, seed: int = 0) -> np.ndarray:
