@@ -12,7 +12,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = "pixel_perfect_ros"
-MODEL_PARAMETERS = ("checkpoint", "semantics", "semantics_type")
+MODEL_PARAMETERS = ("mode", "checkpoint", "semantics", "semantics_type")
 """Node parameters that launch arguments of the same name override when given (non-empty)."""
 
 
@@ -45,8 +45,10 @@ def generate_launch_description():
         DeclareLaunchArgument("namespace", default_value="", description="node namespace (outputs: <ns>/depth/...)"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "depth.yaml"]),
                               description="node parameters (YAML)"),
-        DeclareLaunchArgument("checkpoint", default_value="", description="PPD checkpoint (ppd.pth / ppd_moge.pth); "
-                              "empty: the params file's value"),
+        DeclareLaunchArgument("mode", default_value="", description="image | video (ppvd.pth + Pi3 "
+                              "model.safetensors); empty: the params file's value"),
+        DeclareLaunchArgument("checkpoint", default_value="", description="PPD checkpoint (ppd.pth / ppd_moge.pth; "
+                              "video: ppvd.pth); empty: the params file's value"),
         DeclareLaunchArgument("semantics", default_value="", description="semantics checkpoint; empty: params file"),
         DeclareLaunchArgument("semantics_type", default_value="", description="da2 | moge2; empty: params file"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),

@@ -104,7 +104,7 @@ def node_parameters(params_file: Path | None, overrides: list[tuple[str, str]]) 
 
     Raises:
         ValueError: an unreadable params file, an unknown name (the message lists the valid ones), a value
-            of the wrong type, or values ``check_parameters`` rejects.
+            of the wrong type, values ``check_parameters`` rejects, or mode video.
     """
     given: dict[str, Any] = {}
     if params_file is not None:
@@ -119,6 +119,8 @@ def node_parameters(params_file: Path | None, overrides: list[tuple[str, str]]) 
     reason = check_parameters(values)
     if reason:
         raise ValueError(reason)
+    if values["mode"] != "image":
+        raise ValueError(f"mode {values['mode']} is not supported by ppd-bag-eval yet (image mode only)")
     return values
 
 

@@ -1,11 +1,19 @@
 """``depth_node``: camera image in; depth image, CameraInfo, organized point cloud and status out.
 
 Topics (relative to the node namespace, remappable):
-    in:  ``image`` (sensor_msgs/Image) or ``image/compressed`` (sensor_msgs/CompressedImage), ``camera_info``
+    in:  ``image`` (sensor_msgs/Image) or ``image/compressed`` (sensor_msgs/CompressedImage), ``camera_info``,
+         video mode: ``reset_video`` (std_msgs/Empty)
     out: ``depth/image`` (32FC1 metres or relative units, NaN = invalid; or 16UC1 mm, 0 = invalid),
          ``depth/camera_info`` (K, P scaled to the depth image), ``depth/points`` (organized PointCloud2),
          ``depth/status`` (pixel_perfect_ros/DepthStatus), ``/diagnostics``.
+Service (video mode): ``~/reset_video`` (std_srvs/Trigger).
 Every output carries the source image's header (stamp and optical frame_id).
+
+Modes: ``image`` runs PPD on every frame on its own. ``video`` pushes every frame into a
+``StreamingVideoDepth`` (PPVD) with its stamp; each (stamp, depth) it returns, possibly several at once
+and later than the frame's push, is matched to the frame of that stamp kept by the worker and goes through
+the same ``FrameProcessor.finish`` as in image mode, published with that frame's header. The stream's
+references are cleared on ``reset_video`` (before the next frame is pushed) and when a stamp goes back.
 
 Threads: the executor only pairs and hands frames over; inference runs in an ``InferenceWorker``
 behind a latest-frame-wins slot, so the executor never blocks and late frames are dropped and counted.
@@ -31,11 +39,13 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import Header
+from std_msgs.msg import Empty, Header
+from std_srvs.srv import Trigger
 
 from ..inference.checkpoints import CheckpointError
-from ..inference.pipeline import PixelPerfectDepth
+from ..inference.pipeline import DepthPrediction, PixelPerfectDepth
 from ..inference.preprocess import processing_size
+from ..model.flow import sampling_timesteps
 from ..msg import DepthStatus
 from .allocator import keep_freed_memory
 from .conversions import ConversionError, header_stamp_ns
@@ -45,8 +55,10 @@ from .parameters import PARAMETERS, SPECS, check_parameters
 from .processing import (
     FrameProcessor,
     ProcessedFrame,
+    ReadFrame,
     Settings,
     load_pipeline,
+    load_video_stream,
     model_id,
     nearest_by_stamp,
 )
@@ -56,6 +68,8 @@ CAMERA_INFO_WAIT_WARN_S = 1.0
 """An image waiting this long for its CameraInfo triggers a (throttled) warning."""
 SPARSE_BUFFER = 10
 """Recent sparse_depth messages kept to find the one nearest in time to each image."""
+VIDEO_FIXED = ("seed", "target_area")
+"""Parameters that video mode fixes at start (one initial noise for the stream; the DiT's own input size)."""
 STAGES = ("decode_ms", "preprocess_ms", "semantics_ms", "sampling_ms", "postprocess_ms", "publish_ms", "total_ms")
 
 
@@ -88,8 +102,11 @@ class DepthNode(Node):
         reason = check_parameters(values)
         if reason:
             raise ValueError(reason)
+        self._video = values["mode"] == "video"
+        self._stream = load_video_stream(values) if self._video else None
         # load_pipeline fills in the bundled model's files and area when unset.
-        self._processor = FrameProcessor(load_pipeline(values, self.get_logger()))
+        model = self._stream.model if self._video else load_pipeline(values, self.get_logger())
+        self._processor = FrameProcessor(model)
         if self.get_parameter("target_area").value != values["target_area"]:
             self.set_parameters([Parameter("target_area", value=values["target_area"])])
         reason = self._check(values)
@@ -102,8 +119,16 @@ class DepthNode(Node):
         self._counts = {"received": 0, "processed": 0, "rejected": 0, "idle": 0}
         self._window = {"processed": 0, "rejected": 0, "failed": 0, "stage_sums": dict.fromkeys(STAGES, 0.0)}
         self._window_start = time.perf_counter()
+        # Video mode. Executor side (under _lock): the reset request and the snapshot of the stream's state.
+        # Worker side only: the frames pushed and not yet returned, by stamp, and the last stamp pushed.
+        self._reset_request: str | None = None
+        self._video_state = {"cache_state": "", "references": 0, "reanchors": 0, "resets": 0, "dropped": 0}
+        self._video_frames: dict[int, tuple[Frame, ReadFrame, Image | None]] = {}
+        self._last_stamp_ns: int | None = None
+        if self._video:
+            self._video_state["cache_state"] = self._stream.cache.state
         self._pairer = self._make_pairer(values)
-        self._worker = InferenceWorker(self._process, self._on_worker_error)
+        self._worker = InferenceWorker(self._process_video if self._video else self._process, self._on_worker_error)
 
         out_qos = _qos(values["output_reliability"], values["output_depth"])
         self._pub_depth = self.create_publisher(Image, "depth/image", out_qos)
@@ -120,20 +145,27 @@ class DepthNode(Node):
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
         self._sparse_depths: deque[Image] = deque(maxlen=SPARSE_BUFFER)  # appended by the executor
         self.create_subscription(Image, "sparse_depth", self._on_sparse_depth, in_qos)
+        if self._video:
+            self.create_service(Trigger, "~/reset_video", self._on_reset_service)
+            self.create_subscription(Empty, "reset_video", self._on_reset_topic, 10)
 
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.create_timer(1.0, self._publish_diagnostics)
+        video = (f"; video {values['video_streaming']}, {values['video_frames_per_window']} frames per window"
+                 if self._video else "")
         self.get_logger().info(
             f"model {self.model_id} on {values['device']} ({values['dtype']}, {values['steps']} steps); "
             f"depth_mode {values['depth_mode']}; input {'image/compressed' if values['use_compressed'] else 'image'}"
+            f"{video}"
         )
 
     # --- set-up ------------------------------------------------------------------------------------
 
     @property
     def pipeline(self) -> PixelPerfectDepth:
-        """The model the worker runs (the processor's; replaceable between frames)."""
+        """The model the worker runs (the processor's; replaceable between frames in image mode; in video
+        mode the stream's ``PixelPerfectVideoDepth``)."""
         return self._processor.pipeline
 
     @pipeline.setter
@@ -152,14 +184,18 @@ class DepthNode(Node):
     def _check(self, values: dict[str, Any]) -> str | None:
         """``check_parameters`` plus what depends on the loaded models."""
         uses_moge2 = [f"{name} moge2" for name in ("depth_mode", "intrinsics_source") if values[name] == "moge2"]
-        if uses_moge2 and self.pipeline.metric_model is None:
+        if uses_moge2 and not self._video and self.pipeline.metric_model is None:
             return (f"{' and '.join(uses_moge2)} needs the MoGe-2 model: restart with moge2_checkpoint set, or "
                     "with semantics_type moge2")
         return check_parameters(values)
 
     def _validate_parameters(self, params) -> SetParametersResult:
-        values = {**self._settings.values, **self._own(params)}
+        own = self._own(params)
+        values = {**self._settings.values, **own}
         reason = self._check(values)
+        fixed = [name for name in VIDEO_FIXED if name in own and own[name] != self._settings.values[name]]
+        if reason is None and self._video and fixed:
+            reason = f"{', '.join(fixed)} cannot change in video mode (fixed when the node starts)"
         return SetParametersResult(successful=reason is None, reason=reason or "")
 
     def _apply_parameters(self, params) -> None:
@@ -168,9 +204,12 @@ class DepthNode(Node):
             return
         values = {**self._settings.values, **own}
         self._settings = Settings.from_values(values)
-        self.pipeline.steps = values["steps"]
-        self.pipeline.target_area = values["target_area"]
-        self.pipeline.seed = None if values["seed"] < 0 else values["seed"]
+        if self._video:
+            self.pipeline.timesteps = sampling_timesteps(values["steps"])
+        else:
+            self.pipeline.steps = values["steps"]
+            self.pipeline.target_area = values["target_area"]
+            self.pipeline.seed = None if values["seed"] < 0 else values["seed"]
         if own.keys() & {"pairing", "pairing_tolerance_s"}:
             # In place: a new pairer would forget the CameraInfos received (a camera may send only one),
             # the waiting image and the drop count.
@@ -237,6 +276,10 @@ class DepthNode(Node):
         except ConversionError as error:
             self._reject(frame, str(error))
             return
+        self._publish(frame, processed, settings)
+
+    def _publish(self, frame: Frame, processed: ProcessedFrame, settings: Settings) -> None:
+        """Publish one processed frame's messages and status, and count it."""
         if processed.nonfinite_pixels:
             self.get_logger().warning(f"{processed.nonfinite_pixels} NaN/inf pixels in a 32FC1 image were read as 0",
                                       throttle_duration_sec=5.0)
@@ -261,6 +304,82 @@ class DepthNode(Node):
                 self._window["stage_sums"][stage] += ms
         self._pub_status.publish(self._status(processed, settings, stages))
 
+    def _process_video(self, frame: Frame) -> None:
+        """Video mode: push the frame into the stream, then finish and publish every frame it returns."""
+        settings = self._settings
+        values = settings.values
+        header = frame.image.header
+        stamp = header_stamp_ns(header)
+        self._reset_if_asked(stamp)
+        if stamp in self._video_frames or stamp == self._last_stamp_ns:
+            self._reject(frame, "same stamp as an earlier frame of the stream")
+            return
+        try:
+            read = self._processor.read(frame.image, frame.info)
+        except ConversionError as error:
+            self._reject(frame, str(error))
+            return
+        sparse = self._sparse_for(header, values) if values["depth_mode"] == "sparse_topic" else None
+        self._video_frames[stamp] = (frame, read, sparse)
+        self._last_stamp_ns = stamp
+        try:
+            results = self._stream.push(read.rgb, stamp)
+        except Exception:
+            self._reset_stream()  # the stream failed: its pending frames are in an unknown state
+            raise
+        self._snapshot_video_state()
+        share = {stage: ms / len(results) for stage, ms in self._stream.timings_ms.items()} if results else {}
+        want_points = self._pub_points.get_subscription_count() > 0 or not values["lazy"]
+        try:
+            for out_stamp, depth in results:  # (stamp ns, (H, W) float32 normalised log-depth), in push order
+                source, read, sparse = self._video_frames.pop(out_stamp)
+                prediction = DepthPrediction(depth=depth, processing_depth=depth, timings_ms=share)
+                self._publish(source, self._processor.finish(read, prediction, settings, sparse, want_points),
+                              settings)
+        except Exception:
+            self._reset_stream()  # the frames left of this push would never be published
+            raise
+
+    def _reset_if_asked(self, stamp_ns: int) -> None:
+        """Worker side, before a frame is pushed: apply a requested reset, or reset on a stamp going back."""
+        with self._lock:
+            reason, self._reset_request = self._reset_request, None
+        if reason is not None:
+            self.get_logger().info(f"video stream reset: {reason}")
+        elif self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
+            reason = f"the stamp went back from {self._last_stamp_ns} to {stamp_ns} ns (bag loop or clock jump)"
+            self.get_logger().warning(f"video stream reset: {reason}")
+        if reason is not None:
+            self._reset_stream()
+
+    def _reset_stream(self) -> None:
+        """Clear the stream's references and the frames waiting in its group (counted as dropped)."""
+        self._stream.reset()
+        dropped = len(self._video_frames)
+        self._video_frames.clear()
+        self._last_stamp_ns = None
+        with self._lock:
+            self._video_state["resets"] += 1
+            self._video_state["dropped"] += dropped
+        self._snapshot_video_state()
+
+    def _snapshot_video_state(self) -> None:
+        with self._lock:
+            self._video_state.update(cache_state=self._stream.cache.state, references=len(self._stream.cache.entries),
+                                     reanchors=self._stream.reanchors)
+
+    def _request_reset(self, source: str) -> None:
+        with self._lock:
+            self._reset_request = f"asked on {source}"
+
+    def _on_reset_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self._request_reset("the reset_video service")
+        response.success, response.message = True, "the video stream restarts with the next frame"
+        return response
+
+    def _on_reset_topic(self, msg: Empty) -> None:
+        self._request_reset("the reset_video topic")
+
     def _sparse_for(self, header, values: dict[str, Any]) -> Image | None:
         """The sparse_depth message of ``header``'s frame_id nearest in time to its stamp, if within
         sparse_max_age_s: topics are not ordered with each other, and a sensor message newer than the
@@ -273,16 +392,20 @@ class DepthNode(Node):
 
     def _status(self, processed: ProcessedFrame, settings: Settings, stages: dict[str, float]) -> DepthStatus:
         values = settings.values
-        processing_h, processing_w = processing_size(*processed.rgb.shape[:2], self.pipeline.target_area)
+        if self._video:
+            processing_h = processing_w = self.pipeline.dit.input_size
+        else:
+            processing_h, processing_w = processing_size(*processed.rgb.shape[:2], self.pipeline.target_area)
         output_h, output_w = processed.depth.shape
         decoding = settings.decoder.parameters()
         header = processed.header
         age_ns = self.get_clock().now().nanoseconds - header_stamp_ns(header)
         with self._lock:
-            counts = dict(self._counts)
+            counts, video = dict(self._counts), dict(self._video_state)
         return DepthStatus(
             header=header, model_id=self.model_id, backend=BACKEND, device=str(self.pipeline.device),
-            dtype=values["dtype"], steps=self.pipeline.steps, processing_width=processing_w,
+            dtype=values["dtype"], steps=values["steps"] if self._video else self.pipeline.steps,
+            processing_width=processing_w,
             processing_height=processing_h, output_width=output_w, output_height=output_h,
             depth_mode=settings.decoder.mode, is_metric=processed.is_metric,
             intrinsics_source=values["intrinsics_source"],
@@ -293,10 +416,15 @@ class DepthNode(Node):
             flying_pixel_filter=values["flying_pixel_threshold"] > 0,
             flying_pixels_removed=processed.flying_pixels_removed,
             **{stage: float(ms) for stage, ms in stages.items()},
+            mode=values["mode"], video_streaming=values["video_streaming"] if self._video else "",
+            video_cache_state=video["cache_state"], video_references=video["references"],
+            video_reanchors=video["reanchors"], video_resets=video["resets"],
         )
 
     def _dropped(self) -> int:
-        return self._worker.dropped + self._pairer.dropped_unpaired
+        with self._lock:
+            video_dropped = self._video_state["dropped"]
+        return self._worker.dropped + self._pairer.dropped_unpaired + video_dropped
 
     # --- diagnostics -------------------------------------------------------------------------------
 
@@ -333,9 +461,15 @@ class DepthNode(Node):
             "frames_dropped": self._dropped(), "frames_rejected": counts["rejected"], "frames_idle": counts["idle"],
             "frames_failed": self._worker.failed,
             "model": self.model_id, "backend": BACKEND, "device": str(self.pipeline.device), "dtype": values["dtype"],
-            "steps": self.pipeline.steps, "depth_mode": self._settings.decoder.mode,
+            "steps": values["steps"] if self._video else self.pipeline.steps, "depth_mode": self._settings.decoder.mode,
             "is_metric": self._settings.decoder.is_metric,
         }
+        if self._video:  # image mode keeps its keys unchanged
+            with self._lock:
+                video = dict(self._video_state)
+            entries.update(mode="video", video_streaming=values["video_streaming"],
+                           video_cache_state=video["cache_state"], video_references=video["references"],
+                           video_reanchors=video["reanchors"], video_resets=video["resets"])
         status = DiagnosticStatus(
             level=level, name=f"{self.get_fully_qualified_name()}: depth", message=message,
             hardware_id=self.model_id, values=[KeyValue(key=k, value=str(v)) for k, v in entries.items()],

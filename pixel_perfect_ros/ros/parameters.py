@@ -13,6 +13,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from ..geometry.decoding import DECODERS
 from ..inference.checkpoints import SEMANTICS_TYPES
 from ..inference.pipeline import DTYPES
+from ..inference.video_stream import MODES as VIDEO_STREAMING_MODES
 
 
 @dataclass(frozen=True)
@@ -49,23 +50,43 @@ class ParameterSpec:
 
 
 RELIABILITY = ("reliable", "best_effort")
+MODES = ("image", "video")
+VIDEO_UNAVAILABLE = {"depth_mode": "moge2", "intrinsics_source": "moge2", "output_resolution": "processing"}
+"""Values that video mode cannot serve: PPVD has no MoGe-2 and its network size is square, not the image's."""
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
     # Model (read-only: restart the node to change)
     ParameterSpec("checkpoint", "", "PPD checkpoint: official ppd.pth (DA2 semantics) or ppd_moge.pth (MoGe-2); "
-                  "empty (with semantics empty): the bundled tiny synthetic-world model at target_area 12288",
+                  "empty (with semantics empty): the bundled tiny synthetic-world model at target_area 12288; "
+                  "video mode: the official ppvd.pth", read_only=True),
+    ParameterSpec("semantics", "", "semantics encoder checkpoint: depth_anything_v2_vitl.pth or MoGe-2 model.pt; "
+                  "video mode: Pi3 model.safetensors", read_only=True),
+    ParameterSpec("semantics_type", "da2", "which encoder 'semantics' is (image mode)", choices=SEMANTICS_TYPES,
                   read_only=True),
-    ParameterSpec("semantics", "", "semantics encoder checkpoint: depth_anything_v2_vitl.pth or MoGe-2 model.pt",
-                  read_only=True),
-    ParameterSpec("semantics_type", "da2", "which encoder 'semantics' is", choices=SEMANTICS_TYPES, read_only=True),
+    ParameterSpec("mode", "image", "image: every frame on its own (PPD); video: a stream with temporally consistent "
+                  "depth (PPVD streaming, see the video_* parameters; checkpoint ppvd.pth and semantics Pi3's "
+                  "model.safetensors, both required; depth_mode moge2, intrinsics_source moge2 and "
+                  "output_resolution processing are not available)", choices=MODES, read_only=True),
     ParameterSpec("device", "cpu", "torch device: cpu, cuda, cuda:1, ... (never changed silently)", read_only=True),
     ParameterSpec("dtype", "fp32", "inference precision", choices=tuple(DTYPES), read_only=True),
     # Inference
     ParameterSpec("steps", 4, "Euler steps of the flow sampler (official: 4)", limits=(1, 100)),
-    ParameterSpec("target_area", 1024 * 768, "processing area in pixels (official: 786432 = 1024x768); "
-                  "each side is rounded to a multiple of 16", limits=(256, 4096 * 4096)),
-    ParameterSpec("seed", 0, "initial-noise seed, the same for every frame; -1 draws fresh noise per frame",
-                  limits=(-1, 2**31 - 1)),
+    ParameterSpec("target_area", 1024 * 768, "image mode: processing area in pixels (official: 786432 = 1024x768); "
+                  "each side is rounded to a multiple of 16 (video mode: the video DiT's square input size)",
+                  limits=(256, 4096 * 4096)),
+    ParameterSpec("seed", 0, "initial-noise seed, the same for every frame; -1 draws fresh noise per frame (video "
+                  "mode: one noise for the stream, fixed at start)", limits=(-1, 2**31 - 1)),
+    # Video mode (read-only)
+    ParameterSpec("video_streaming", "stream_exact", "video mode: stream_exact (the cached references run again in "
+                  "every window) or stream_cached (their Pi3 tokens are reused)", choices=VIDEO_STREAMING_MODES,
+                  read_only=True),
+    ParameterSpec("video_frames_per_window", 1, "video mode: K new frames per window once the cache is ready; the K "
+                  "frames are published together when the K-th arrives", limits=(1, 13), read_only=True),
+    ParameterSpec("video_keyframe_every", 8, "video mode: every N-th frame since the anchor becomes a reference "
+                  "keyframe", limits=(1, 100_000), read_only=True),
+    ParameterSpec("video_max_scale_jump", 0.5, "video mode: re-anchor the stream (scene cut, tracking loss) when a "
+                  "window's fitted scale is <= 0 or differs from 1 by more than this", limits=(0.01, 1000.0),
+                  read_only=True),
     # Depth output
     ParameterSpec("depth_mode", "relative", "depth decoding: relative (exp of the normalised log-depth, not metres), "
                   "fixed_range (metres, assuming the scene spans near_m..far_m), moge2 (metres aligned to MoGe-2's "
@@ -129,6 +150,11 @@ def check_parameters(values: dict[str, Any]) -> str | None:
         reason = SPECS[name].check(value)
         if reason:
             return reason
+    if values["mode"] == "video":
+        for name, value in VIDEO_UNAVAILABLE.items():
+            if values[name] == value:
+                return (f"{name} {value} is not available in video mode (PPVD has no MoGe-2 and works at its own "
+                        "square network size)")
     if values["depth_mode"] == "fixed_range" and not values["near_m"] < values["far_m"]:
         return f"fixed_range needs near_m < far_m; got near_m={values['near_m']}, far_m={values['far_m']}"
     return None

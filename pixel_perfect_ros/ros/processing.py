@@ -1,7 +1,9 @@
 """The depth node's per-frame processing without a node: shared by ``depth_node`` and ``ppd-bag-eval``.
 
 Image message -> RGB -> model -> reference alignment -> decoding -> flying-pixel filter -> the depth
-Image, CameraInfo and PointCloud2 the node publishes. ROS message types only (no rclpy node).
+Image, CameraInfo and PointCloud2 the node publishes. ROS message types only (no rclpy node). The model
+step is the image pipeline (``FrameProcessor.process``) or, in video mode, the node's stream, whose
+per-frame depth goes through the same ``FrameProcessor.finish``.
 """
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ from ..geometry.decoding import DepthDecoder, ReferenceAlignedDecoder, decoder_p
 from ..geometry.filters import flying_pixel_mask
 from ..geometry.projection import pixel_intrinsics, scale_intrinsics
 from ..inference import bundled
-from ..inference.checkpoints import CheckpointError, download_instructions
+from ..inference.checkpoints import CheckpointError, download_instructions, video_download_instructions
 from ..inference.pipeline import DepthPrediction, PixelPerfectDepth
+from ..inference.video_pipeline import PixelPerfectVideoDepth
+from ..inference.video_stream import StreamingVideoDepth
 from .conversions import (
     ConversionError,
     camera_info_to_intrinsics,
@@ -88,11 +92,39 @@ def load_pipeline(values: dict[str, Any], logger=None) -> PixelPerfectDepth:
     )
 
 
+def load_video_stream(values: dict[str, Any]) -> StreamingVideoDepth:
+    """The video-mode model of the node's parameter ``values``: PPVD (``checkpoint`` ppvd.pth, ``semantics``
+    Pi3 model.safetensors; steps, seed, device, dtype) streamed as ``video_streaming`` with the video_*
+    parameters.
+
+    Raises:
+        CheckpointError: for an unset, missing or unreadable model file (with the download instructions).
+        ValueError: for a CUDA device without CUDA.
+    """
+    if not values["checkpoint"] or not values["semantics"]:
+        raise CheckpointError("video mode needs 'checkpoint' (ppvd.pth) and 'semantics' (Pi3 model.safetensors); "
+                              "there is no bundled video model.\n" + video_download_instructions())
+    device = torch.device(values["device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {values['device']!r} requested but CUDA is not available to torch")
+    try:
+        model = PixelPerfectVideoDepth.from_checkpoints(
+            values["checkpoint"], values["semantics"], steps=values["steps"], device=device, dtype=values["dtype"],
+            seed=None if values["seed"] < 0 else values["seed"])
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}\n{video_download_instructions()}") from error
+    return StreamingVideoDepth(model, frames_per_window=values["video_frames_per_window"],
+                               keyframe_every=values["video_keyframe_every"],
+                               max_scale_jump=values["video_max_scale_jump"], mode=values["video_streaming"])
+
+
 def model_id(values: dict[str, Any]) -> str:
     """The model's name in status and diagnostics: ``'ppd.pth + moge2.pt (moge2)'`` (file names and
-    semantics type), prefixed ``'bundled '`` for the bundled model (``values`` as filled by ``load_pipeline``)."""
+    semantics type, ``pi3`` in video mode), prefixed ``'bundled '`` for the bundled model (``values`` as
+    filled by ``load_pipeline``)."""
+    semantics_type = "pi3" if values.get("mode") == "video" else values["semantics_type"]
     name = (f"{values['checkpoint'].rsplit('/', 1)[-1]} + {values['semantics'].rsplit('/', 1)[-1]} "
-            f"({values['semantics_type']})")
+            f"({semantics_type})")
     return f"bundled {name}" if values["checkpoint"] == str(bundled.CHECKPOINT) else name
 
 
@@ -145,6 +177,29 @@ class ProcessedFrame:
     sparse_error: str = ""
 
 
+@dataclass(frozen=True)
+class ReadFrame:
+    """A frame's messages read into arrays (``FrameProcessor.read``), before the model.
+
+    Attributes:
+        image: the source image message (its header goes on every output).
+        info: its CameraInfo, or None (intrinsics from MoGe-2).
+        rgb: (H, W, 3) uint8 RGB of ``image``.
+        K: (3, 3) float64 camera matrix at (H, W), pixels; None without ``info``.
+        P: (3, 4) float64 projection matrix at (H, W), pixels; None without ``info``.
+        nonfinite_pixels: NaN/inf pixels of a 32FC1 image, read as 0 (0 for other encodings).
+        decode_ms: wall time of the reading, ms.
+    """
+
+    image: Image | CompressedImage
+    info: CameraInfo | None
+    rgb: np.ndarray
+    K: np.ndarray | None
+    P: np.ndarray | None
+    nonfinite_pixels: int
+    decode_ms: float
+
+
 class FrameProcessor:
     """The node's per-frame path without a node: image message -> RGB -> model -> reference alignment ->
     decoding -> flying-pixel filter -> output messages. Used by depth_node and ppd-bag-eval.
@@ -158,7 +213,8 @@ class FrameProcessor:
 
     def process(self, image: Image | CompressedImage, info: CameraInfo | None, settings: Settings,
                 sparse: Image | None = None, want_points: bool = True) -> ProcessedFrame:
-        """Process one frame with ``settings`` (updating ``settings.decoder``'s state, if it keeps one).
+        """Process one frame with ``settings`` (updating ``settings.decoder``'s state, if it keeps one):
+        ``read``, the model, then ``finish``.
 
         Args:
             image: the camera image (any encoding ``message_to_rgb8`` reads).
@@ -170,24 +226,48 @@ class FrameProcessor:
         Raises:
             ConversionError: for an image or CameraInfo that cannot be read (the frame is unusable).
         """
-        values = settings.values
+        frame = self.read(image, info)
+        prediction = self.pipeline(frame.rgb, metric_reference=settings.decoder.mode == "moge2" or info is None)
+        return self.finish(frame, prediction, settings, sparse, want_points)
+
+    @staticmethod
+    def read(image: Image | CompressedImage, info: CameraInfo | None) -> "ReadFrame":
+        """Messages -> arrays: the image's RGB and, with ``info``, its intrinsics at the image size.
+
+        Raises:
+            ConversionError: for an image or CameraInfo that cannot be read (the frame is unusable).
+        """
         start = time.perf_counter()
-        # 1. Messages -> arrays.
         rgb = message_to_rgb8(image)
         height, width = rgb.shape[:2]
+        K = P = None
         if info is not None:
             K, P = camera_info_to_intrinsics(info, width, height)
         nonfinite = 0
         if isinstance(image, Image) and image.encoding == "32FC1":
             nonfinite = nonfinite_pixels(image_to_array(image))
-        decoded = time.perf_counter()
+        return ReadFrame(image=image, info=info, rgb=rgb, K=K, P=P, nonfinite_pixels=nonfinite,
+                         decode_ms=(time.perf_counter() - start) * 1e3)
 
-        # 2. Model.
+    @staticmethod
+    def finish(frame: "ReadFrame", prediction: DepthPrediction, settings: Settings, sparse: Image | None = None,
+               want_points: bool = True) -> ProcessedFrame:
+        """The post-model path of one frame, shared by image and video mode: intrinsics, reference
+        alignment, decoding, flying-pixel filter and the output messages (with the frame's header).
+
+        Args:
+            frame: the frame as ``read`` gave it.
+            prediction: the model's normalised log-depth of ``frame.rgb`` (``depth`` at the image size;
+                ``processing_depth`` and ``metric_reference`` as the modes in use need them) and its
+                ``timings_ms`` (preprocess, semantics, sampling, postprocess).
+            settings, sparse, want_points: as ``process``.
+        """
+        values = settings.values
+        start = time.perf_counter()
+        rgb, info, K, P = frame.rgb, frame.info, frame.K, frame.P
+        height, width = rgb.shape[:2]
         decoder = settings.decoder
-        prediction = self.pipeline(rgb, metric_reference=decoder.mode == "moge2" or info is None)
-        inferred = time.perf_counter()
-
-        # 3. Intrinsics, reference alignment, decoding, flying-pixel filter.
+        # 1. Intrinsics, reference alignment, decoding, flying-pixel filter.
         if info is None:  # intrinsics_source moge2: an ideal pinhole camera with MoGe-2's intrinsics
             K = pixel_intrinsics(prediction.metric_reference.intrinsics, width, height)
             P = np.hstack([K, np.zeros((3, 1))])
@@ -206,8 +286,8 @@ class FrameProcessor:
         K_out, P_out = scale_intrinsics(K, P, out_w / width, out_h / height)
         postprocessed = time.perf_counter()
 
-        # 4. Output messages, all with the source image's header.
-        header = image.header
+        # 2. Output messages, all with the source image's header.
+        header = frame.image.header
         depth_msg = depth_to_image(depth, header, values["output_encoding"])
         info_msg = scaled_camera_info(info, K_out, P_out, out_w, out_h, header)
         points_msg = None
@@ -225,13 +305,14 @@ class FrameProcessor:
             info_msg=info_msg, points_msg=points_msg, is_metric=decoder.is_metric,
             scale_state=getattr(decoder, "state", ""), flying_pixels_removed=flying,
             stages_ms={
-                "decode_ms": (decoded - start) * 1e3,
+                "decode_ms": frame.decode_ms,
                 "preprocess_ms": timings["preprocess"],
                 "semantics_ms": timings["semantics"],
                 "sampling_ms": timings["sampling"],
-                "postprocess_ms": timings["postprocess"] + (postprocessed - inferred) * 1e3,
+                "postprocess_ms": timings["postprocess"] + (postprocessed - start) * 1e3,
             },
-            messages_ms=(packed - postprocessed) * 1e3, nonfinite_pixels=nonfinite, sparse_error=sparse_error,
+            messages_ms=(packed - postprocessed) * 1e3, nonfinite_pixels=frame.nonfinite_pixels,
+            sparse_error=sparse_error,
         )
 
 
