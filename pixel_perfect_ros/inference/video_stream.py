@@ -135,12 +135,14 @@ class ReferencePass:
         tokens: (3, S/16 * S/16, D) Pi3 encoder tokens of the references, in cache order.
         scale, shift: the fit of the pass's reference prediction to the cached reference predictions,
             applied to every later group's prediction.
+        timesteps: the sampling timesteps the pass ran with; a change of steps calls for a new pass.
     """
 
     steps: tuple[ReferenceTokens, ...]
     tokens: torch.Tensor
     scale: float
     shift: float
+    timesteps: tuple[int, ...]
 
 
 class _RecordingDiT:
@@ -282,7 +284,7 @@ class StreamingVideoDepth:
 
     def _process_cached(self, group: list[_Frame]) -> list[tuple[int, np.ndarray]]:
         """``stream_cached``: the K new frames alone against the current ``ReferencePass``."""
-        if self.references is None:
+        if self.references is None or self.references.timesteps != tuple(self.model.timesteps):
             self.references = self._reference_pass()
             if self.references is None:
                 self.reanchors += 1
@@ -329,7 +331,7 @@ class StreamingVideoDepth:
         self._lap("postprocess")
         if scale is None:
             return None
-        return ReferencePass(tuple(recorder.steps), tokens, scale, shift)
+        return ReferencePass(tuple(recorder.steps), tokens, scale, shift, tuple(model.timesteps))
 
     def _fill(self, frame: _Frame) -> list[tuple[int, np.ndarray]]:
         """The references so far plus ``frame`` as the official first window of that short clip."""

@@ -10,6 +10,7 @@ from checkpoint_files import tiny_video_models
 from pixel_perfect_ros.inference import video_stream
 from pixel_perfect_ros.inference.video_pipeline import PixelPerfectVideoDepth
 from pixel_perfect_ros.inference.video_stream import MODES, STAGES, StreamingVideoDepth
+from pixel_perfect_ros.model.flow import sampling_timesteps
 
 HEIGHT, WIDTH = 24, 40
 
@@ -177,6 +178,18 @@ def test_reference_pass_runs_only_when_the_references_change(model):
     assert passes == [0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3]
     assert cached == [False, False, False, True, False, True, True, True, False, True, True]
     assert all(entry.tokens is not None for entry in stream.cache.entries)
+
+
+def test_a_change_of_steps_runs_a_new_reference_pass():
+    """The recorded tokens are per Euler step: other steps (the node's run-time parameter) need a new pass."""
+    model = PixelPerfectVideoDepth(*tiny_video_models(), steps=1, seed=0)
+    stream = StreamingVideoDepth(model, keyframe_every=100, max_scale_jump=math.inf, mode="stream_cached")
+    _stream(stream, _clip(5))
+    assert stream.reference_passes == 1
+    model.timesteps = sampling_timesteps(2)
+    out = _stream(stream, _clip(2, seed=1), first=5)
+    assert stream.reference_passes == 2 and len(stream.references.steps) == 2
+    assert [stamp for stamp, _ in out] == [_stamp(5), _stamp(6)]
 
 
 @pytest.mark.parametrize("frames_per_window", [1, 4])
