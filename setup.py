@@ -28,6 +28,8 @@ setup(
             "ppd-bag-replay = pixel_perfect_ros.ros.bag_replay:main",
             "depth_node = pixel_perfect_ros.ros.depth_node:main",
             "ppd-train = pixel_perfect_ros.training.train:main",
+            "ppd-export = pixel_perfect_ros.tools.export:main",
+            "ppd-bench = pixel_perfect_ros.tools.bench:main",
         ],
     },
 )

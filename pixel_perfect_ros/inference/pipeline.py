@@ -17,13 +17,12 @@ from ..model.dit import SEMANTICS_DIM
 from ..model.flow import euler_step, next_timesteps, sampling_timesteps
 from ..model.moge2 import MoGe2Model
 from ..model.semantics import MoGe2Semantics
+from .backends import DTYPES, BackendOptions, create_backend
 from .checkpoints import load_moge2_model, load_ppd_dit, load_semantics_encoder
 from .moge2 import MoGe2Result
 from .moge2 import infer as moge2_infer
 from .preprocess import DEFAULT_TARGET_AREA, image_to_tensor, resize_depth, resize_to_processing
 
-DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-"""Precision names -> autocast dtype (None: plain float32)."""
 
 
 @dataclass
@@ -98,7 +97,15 @@ class PixelPerfectDepth:
         metric_model: optional MoGe-2 model for a metric reference of each frame. When the semantics
             encoder is this model's own encoder (``MoGe2Semantics(metric_model.encoder)``), one encoder
             pass serves both: MoGe-2 then runs on PPD's token grid (H/16 x W/16: 3072 tokens at
-            1024x768, inside MoGe-2's 1200..3600 range) instead of the official 3600 tokens.
+            1024x768, inside MoGe-2's 1200..3600 range) instead of the official 3600 tokens (that
+            shared pass always runs in torch).
+        backend: what runs the encoder and the sampling loop (``backends.BACKENDS``); one that cannot
+            start here falls back to "torch", with the reason in ``backend_fallback``.
+        backend_options: settings of the compiled backends (engine folder, shape range, ...).
+
+    Attributes:
+        backend: the running ``Backend``; ``backend.name`` is what status reports.
+        backend_fallback: '' or why the requested backend is not the one running (log it).
     """
 
     def __init__(
@@ -111,6 +118,8 @@ class PixelPerfectDepth:
         dtype: str = "fp32",
         seed: int | None = 0,
         metric_model: MoGe2Model | None = None,
+        backend: str = "torch",
+        backend_options: BackendOptions = BackendOptions(),
     ):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -128,6 +137,8 @@ class PixelPerfectDepth:
         self.semantics_encoder = semantics_encoder.eval().requires_grad_(False).to(self.device)
         self.metric_model = None if metric_model is None else metric_model.eval().requires_grad_(False).to(self.device)
         self.shared_encoder = metric_model is not None and getattr(semantics_encoder, "encoder", None) is metric_model.encoder
+        self.backend, self.backend_fallback = create_backend(backend, self.dit, self.semantics_encoder, self.device,
+                                                             dtype, backend_options)
 
     @property
     def steps(self) -> int:
@@ -181,18 +192,17 @@ class PixelPerfectDepth:
         height0, width0 = image.shape[:2]
         noise = self._noise(*x.shape[-2:])
         lap("preprocess")
-        autocast = torch.autocast(self.device.type, dtype=DTYPES[self.dtype], enabled=self.dtype != "fp32")
+        # 2. Semantic tokens, once per image: (1, h*w, 1024) (+ MoGe-2's encoder outputs when shared).
         encoder_output = None
-        with autocast:
-            # 2. Semantic tokens, once per image: (1, h*w, 1024) (+ MoGe-2's encoder outputs when shared).
-            if self.shared_encoder:
+        if self.shared_encoder:
+            with torch.autocast(self.device.type, dtype=DTYPES[self.dtype], enabled=self.dtype != "fp32"):
                 semantics, *encoder_output = self.semantics_encoder.encode(x)
-            else:
-                semantics = self.semantics_encoder.forward_semantics(x)
-            lap("semantics")
-            # 3. Euler steps of the DiT: (1, 1, H, W).
-            depth = sample_depth(self.dit, x, semantics, noise, self.timesteps)
-            lap("sampling")
+        else:
+            semantics = self.backend.encode(x)
+        lap("semantics")
+        # 3. Euler steps of the DiT: (1, 1, H, W) float32.
+        depth = self.backend.sample(x, semantics, noise, self.timesteps)
+        lap("sampling")
         # 4. MoGe-2 metric reference of the same image (float32 outputs).
         reference = None
         if metric_reference:

@@ -1,0 +1,110 @@
+"""What runs a PPD model's semantics encoder and DiT sampling loop: one interface, several backends.
+
+Every backend computes the same two functions as the torch modules it is made from:
+
+    encode(image)                              (N, 3, H, W) float32 RGB in [0, 1] -> (N, (H/16)*(W/16), 1024)
+    sample(image, semantics, noise, timesteps) -> (N, 1, H, W) float32 normalised log-depth
+        noise: (N, 1, H, W) float32 initial latent; timesteps: ``flow.sampling_timesteps(steps)``
+
+Tensors come in and go out on the backend's ``device``. The torch modules stay the source of truth
+(exported graphs and engines are made from them), and ``create_backend`` falls back to ``torch``, with
+the reason, when the requested backend cannot start here.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+BACKENDS = ("torch", "torch_cuda_graph", "onnxruntime", "tensorrt")
+DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+"""Precision names -> autocast dtype (None: plain float32)."""
+_CLASSES = {
+    "torch": ("torch_backend", "TorchBackend"),
+    "torch_cuda_graph": ("cuda_graph", "CudaGraphBackend"),
+    "onnxruntime": ("onnxruntime_backend", "OnnxRuntimeBackend"),
+    "tensorrt": ("tensorrt_backend", "TensorRTBackend"),
+}
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run here (package missing, no CUDA, dtype unsupported, ...); the message says why."""
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Settings of the compiled backends (Isaac ROS names where they exist).
+
+    Attributes:
+        engine_file_path: folder of the exported ONNX graphs and built engines ('' = ~/.cache/pixel_perfect_ros).
+        force_engine_update: export and build again even when cached files match.
+        max_height, max_width: largest processing size the dynamic shapes must cover, px (multiples of 16).
+    """
+
+    engine_file_path: str = ""
+    force_engine_update: bool = False
+    max_height: int = 768
+    max_width: int = 1024
+
+
+class Backend(ABC):
+    """Runs ``encode`` and ``sample`` (see the module docstring) for one model on one device.
+
+    Args:
+        dit: the PPD ``DiT``, on ``device``, eval mode.
+        encoder: the semantics encoder (``forward_semantics``), on ``device``, eval mode.
+        device: torch device of the tensors taken and returned.
+        dtype: "fp32" | "fp16" | "bf16".
+        options: settings of compiled backends.
+
+    Raises (from the constructor): BackendUnavailable when it cannot run here.
+    """
+
+    name: str
+
+    def __init__(self, dit: nn.Module, encoder: nn.Module, device: torch.device, dtype: str,
+                 options: BackendOptions = BackendOptions()):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.dit, self.encoder, self.device, self.dtype, self.options = dit, encoder, torch.device(device), dtype, options
+
+    @abstractmethod
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) float32 RGB in [0, 1] -> (N, (H/16)*(W/16), 1024) semantic tokens."""
+
+    @abstractmethod
+    def sample(self, image: torch.Tensor, semantics: torch.Tensor, noise: torch.Tensor,
+               timesteps: list[int]) -> torch.Tensor:
+        """Euler loop from ``noise`` (N, 1, H, W) float32 to (N, 1, H, W) float32 normalised log-depth."""
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class of backend ``name`` (its module imported now: optional packages load only when asked).
+
+    Raises:
+        ValueError: for a name not in ``BACKENDS``.
+    """
+    if name not in _CLASSES:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    module, cls = _CLASSES[name]
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+
+
+def create_backend(name: str, dit: nn.Module, encoder: nn.Module, device: torch.device, dtype: str,
+                   options: BackendOptions = BackendOptions()) -> tuple[Backend, str]:
+    """Backend ``name`` for the model, or ``torch`` when it cannot start here.
+
+    Returns:
+        (backend, fallback reason): the reason is '' when ``name`` started, else why it did not (log it).
+
+    Raises:
+        ValueError: for an unknown backend name or dtype.
+    """
+    try:
+        return backend_class(name)(dit, encoder, device, dtype, options), ""
+    except BackendUnavailable as error:
+        fallback = backend_class("torch")(dit, encoder, device, dtype, options)
+        return fallback, f"backend {name} unavailable ({error}); running torch instead"
