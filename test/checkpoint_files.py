@@ -5,11 +5,10 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from pixel_perfect_ros.model.dinov2 import DINOV2_ARCHITECTURES, DinoVisionTransformer
+from pixel_perfect_ros.model.dinov2 import DINOV2_ARCHITECTURES
 from pixel_perfect_ros.model.dit import DiT
-from pixel_perfect_ros.model.dit_video import VideoDiT
 from pixel_perfect_ros.model.moge2 import MoGe2Model
-from pixel_perfect_ros.model.pi3 import Pi3Semantics
+from pixel_perfect_ros.model.random_weights import randomize_, tiny_video_models  # noqa: F401 (re-exported for tests)
 from pixel_perfect_ros.model.semantics import DepthAnythingV2Semantics
 
 # Test-only DINOv2 sizes, registered by name the way the official MoGe-2 fixtures registered theirs.
@@ -41,37 +40,9 @@ TINY_MOGE2_CONFIG = {
 }
 
 
-def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Overwrite every parameter with seeded random values (the recipe of the official fixtures:
-    LayerNorm-like weights 1 + 0.1 N, matrices N / sqrt(fan_in), other vectors 0.1 N)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            r = torch.randn(p.shape, generator=generator)
-            if p.ndim >= 2:
-                p.copy_(r / p[0].numel() ** 0.5)
-            elif name.endswith("weight") or name.endswith("gamma"):
-                p.copy_(1 + 0.1 * r)
-            else:
-                p.copy_(0.1 * r)
-    return module
-
-
-SMALL_VIDEO_DIT = dict(input_size=64, hidden_size=16, num_heads=2)  # depth 24 (hard-coded block indices)
-
-
-def tiny_video_models() -> tuple[VideoDiT, Pi3Semantics]:
-    """A random 64x64 ``VideoDiT`` and a random 1024-wide Pi3 (2048-d tokens, as the video DiT takes):
-    one encoder block, two decoder blocks with MLP ratio 1."""
-    encoder = DinoVisionTransformer(embed_dim=1024, depth=1, num_heads=16, pos_grid=4, num_register_tokens=4,
-                                    interpolate_offset=0.0, interpolate_antialias=True, has_mask_token=False)
-    pi3 = Pi3Semantics(encoder, decoder_depth=2, decoder_num_heads=16, mlp_ratio=1.0)
-    return randomize_(VideoDiT(**SMALL_VIDEO_DIT), seed=4).eval(), randomize_(pi3, seed=5).eval()
-
-
-def write_video_checkpoints(root: Path, models: tuple[VideoDiT, Pi3Semantics] | None = None) -> tuple[Path, Path]:
-    """Save ``models`` (default: ``tiny_video_models()``) as ``root/ppvd.pth`` (flat dict, ``dit_video.*``
-    keys) and ``root/pi3.safetensors`` (Pi3's own keys); returns the two paths."""
+def write_video_checkpoints(root: Path, models: tuple | None = None) -> tuple[Path, Path]:
+    """Save ``models`` ((VideoDiT, Pi3Semantics); default: ``tiny_video_models()``) as ``root/ppvd.pth`` (flat
+    dict, ``dit_video.*`` keys) and ``root/pi3.safetensors`` (Pi3's own keys); returns the two paths."""
     dit, pi3 = models or tiny_video_models()
     ppvd_path, pi3_path = Path(root) / "ppvd.pth", Path(root) / "pi3.safetensors"
     torch.save({f"dit_video.{k}": v for k, v in dit.state_dict().items()}, ppvd_path)

@@ -35,9 +35,9 @@ import torch
 from ..inference.video_pipeline import PixelPerfectVideoDepth
 from ..inference.video_stream import MODES, StreamingVideoDepth
 from ..inference.video_windows import OVERLAP, STRIDE, scale_and_shift, window_slots
-from ..model.dinov2 import DinoVisionTransformer
 from ..model.dit_video import VideoDiT
 from ..model.pi3 import PI3_ARCHITECTURE, Pi3Semantics
+from ..model.random_weights import randomize_, tiny_video_models
 from .cli import image_size, positive_int
 
 WINDOW_MODE = "window"
@@ -50,37 +50,12 @@ PAN_PX, ZOOM = 1.5, 0.004
 # Models and clip
 # ------------------------------------------------------------------------------------------------
 
-def _randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Seeded random weights (matrices N / sqrt(fan_in), norm weights 1 + 0.1 N, other vectors 0.1 N): the
-    training init zeroes adaLN, which would make every mode agree trivially."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            r = torch.randn(p.shape, generator=generator)
-            if p.ndim >= 2:
-                p.copy_(r / p[0].numel() ** 0.5)
-            elif name.endswith("weight") or name.endswith("gamma"):
-                p.copy_(1 + 0.1 * r)
-            else:
-                p.copy_(0.1 * r)
-    return module
-
-
-def tiny_models() -> tuple[VideoDiT, Pi3Semantics]:
-    """A 64x64 VideoDiT of width 16 and a 1024-wide Pi3 with one encoder and two decoder blocks (as the tests)."""
-    encoder = DinoVisionTransformer(embed_dim=1024, depth=1, num_heads=16, pos_grid=4, num_register_tokens=4,
-                                    interpolate_offset=0.0, interpolate_antialias=True, has_mask_token=False)
-    pi3 = Pi3Semantics(encoder, decoder_depth=2, decoder_num_heads=16, mlp_ratio=1.0)
-    dit = VideoDiT(input_size=64, hidden_size=16, num_heads=2)
-    return _randomize_(dit, seed=4), _randomize_(pi3, seed=5)
-
-
 def official_models() -> tuple[VideoDiT, Pi3Semantics]:
     """VideoDiT() and Pi3 at the released architecture, random weights (slow on a CPU)."""
-    return _randomize_(VideoDiT(), seed=4), _randomize_(Pi3Semantics.from_architecture(**PI3_ARCHITECTURE), seed=5)
+    return randomize_(VideoDiT(), seed=4), randomize_(Pi3Semantics.from_architecture(**PI3_ARCHITECTURE), seed=5)
 
 
-ARCHITECTURES = {"tiny": tiny_models, "official": official_models}
+ARCHITECTURES = {"tiny": tiny_video_models, "official": official_models}
 """Model builders by name (``--architecture``)."""
 
 
