@@ -232,7 +232,8 @@ def test_build_engine_reports_parser_errors_and_forwards_progress():
     errors = ["In node 12 (Attention): unsupported operator"]
     parser = types.SimpleNamespace(parse_from_file=lambda path: False, num_errors=1, get_error=errors.__getitem__)
     builder = types.SimpleNamespace(create_network=lambda flags: object())
-    fake_trt = types.SimpleNamespace(Builder=lambda logger: builder, OnnxParser=lambda net, logger: parser)
+    fake_trt = types.SimpleNamespace(Builder=lambda logger: builder, OnnxParser=lambda net, logger: parser,
+                                     NetworkDefinitionCreationFlag=types.SimpleNamespace())
     with pytest.raises(trtb.EngineBuildError, match=r"could not parse dit.onnx: In node 12 \(Attention\)"):
         trtb.build_engine(fake_trt, "dit.onnx", {}, trtb.build_plan("10.3.0", "fp32"), 1 << 30, logger=None)
 
