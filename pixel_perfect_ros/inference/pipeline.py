@@ -58,7 +58,8 @@ def seeded_noise(shape: tuple[int, ...], seed: int | None) -> torch.Tensor:
 
 
 def sample_depth(
-    dit: nn.Module, image: torch.Tensor, semantics: torch.Tensor, noise: torch.Tensor, timesteps: list[int]
+    dit: nn.Module, image: torch.Tensor, semantics: torch.Tensor, noise: torch.Tensor, timesteps: list[int],
+    timestep_tensors: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The official sampling loop: Euler steps of the DiT from ``noise`` to a depth map.
 
@@ -68,14 +69,17 @@ def sample_depth(
         semantics: (N, (H/16)*(W/16), 1024) semantic tokens of ``image``.
         noise: (N, 1, H, W) float32 initial latent ``x_T``.
         timesteps: descending timesteps (``sampling_timesteps``).
+        timestep_tensors: optional 0-d int32 tensors of ``timesteps`` on the latent's device, made
+            beforehand: the loop then makes no host-to-device copy (needed inside a CUDA graph capture).
 
     Returns:
         (N, 1, H, W) float32 normalised log-depth (the ``x_0`` latent + 0.5).
     """
     cond = image - 0.5
     latent = noise.float()
-    for t, t_next in zip(timesteps, next_timesteps(timesteps)):
-        t_tensor = torch.tensor(t, dtype=torch.int32, device=latent.device)
+    if timestep_tensors is None:
+        timestep_tensors = [torch.tensor(t, dtype=torch.int32, device=latent.device) for t in timesteps]
+    for t, t_next, t_tensor in zip(timesteps, next_timesteps(timesteps), timestep_tensors, strict=True):
         velocity = dit(torch.cat([latent, cond], dim=1), semantics, t_tensor)
         latent = euler_step(velocity, latent, t, t_next)
     return latent + 0.5

@@ -61,9 +61,9 @@ from .processing import (
     load_video_stream,
     model_id,
     nearest_by_stamp,
+    resolve_backend,
 )
 
-BACKEND = "torch"
 CAMERA_INFO_WAIT_WARN_S = 1.0
 """An image waiting this long for its CameraInfo triggers a (throttled) warning."""
 SPARSE_BUFFER = 10
@@ -114,6 +114,12 @@ class DepthNode(Node):
             raise ValueError(reason)
         self._settings = Settings.from_values(values)
         self.model_id = model_id(values)
+        # The backend asked for (auto resolved), the one running and why they differ ('' when they do not);
+        # load_pipeline has warned the reason. Video mode runs torch (check_parameters refuses others).
+        resolved = resolve_backend(values)
+        self.backend_requested = f"auto ({resolved})" if values["backend"] == "auto" else resolved
+        self.backend, self.backend_fallback = ("torch", "") if self._video else (model.backend.name,
+                                                                                model.backend_fallback)
 
         self._lock = threading.Lock()
         self._counts = {"received": 0, "processed": 0, "rejected": 0, "idle": 0}
@@ -155,7 +161,8 @@ class DepthNode(Node):
         video = (f"; video {values['video_streaming']}, {values['video_frames_per_window']} frames per window"
                  if self._video else "")
         self.get_logger().info(
-            f"model {self.model_id} on {values['device']} ({values['dtype']}, {values['steps']} steps); "
+            f"model {self.model_id} on {values['device']} ({values['dtype']}, {values['steps']} steps, backend "
+            f"{self.backend}); "
             f"depth_mode {values['depth_mode']}; input {'image/compressed' if values['use_compressed'] else 'image'}"
             f"{video}"
         )
@@ -403,7 +410,8 @@ class DepthNode(Node):
         with self._lock:
             counts, video = dict(self._counts), dict(self._video_state)
         return DepthStatus(
-            header=header, model_id=self.model_id, backend=BACKEND, device=str(self.pipeline.device),
+            header=header, model_id=self.model_id, backend=self.backend, backend_fallback=self.backend_fallback,
+            device=str(self.pipeline.device),
             dtype=values["dtype"], steps=values["steps"] if self._video else self.pipeline.steps,
             processing_width=processing_w,
             processing_height=processing_h, output_width=output_w, output_height=output_h,
@@ -460,7 +468,8 @@ class DepthNode(Node):
             "frames_received": counts["received"], "frames_processed": counts["processed"],
             "frames_dropped": self._dropped(), "frames_rejected": counts["rejected"], "frames_idle": counts["idle"],
             "frames_failed": self._worker.failed,
-            "model": self.model_id, "backend": BACKEND, "device": str(self.pipeline.device), "dtype": values["dtype"],
+            "model": self.model_id, "backend": self.backend, "backend_requested": self.backend_requested,
+            "backend_fallback": self.backend_fallback, "device": str(self.pipeline.device), "dtype": values["dtype"],
             "steps": values["steps"] if self._video else self.pipeline.steps, "depth_mode": self._settings.decoder.mode,
             "is_metric": self._settings.decoder.is_metric,
         }

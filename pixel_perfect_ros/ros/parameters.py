@@ -11,6 +11,7 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from ..geometry.decoding import DECODERS
+from ..inference.backends import BACKENDS
 from ..inference.checkpoints import SEMANTICS_TYPES
 from ..inference.pipeline import DTYPES
 from ..inference.video_stream import MODES as VIDEO_STREAMING_MODES
@@ -69,6 +70,21 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "output_resolution processing are not available)", choices=MODES, read_only=True),
     ParameterSpec("device", "cpu", "torch device: cpu, cuda, cuda:1, ... (never changed silently)", read_only=True),
     ParameterSpec("dtype", "fp32", "inference precision", choices=tuple(DTYPES), read_only=True),
+    ParameterSpec("backend", "auto", "what runs the image model: auto (torch_cuda_graph on CUDA, torch on CPU), "
+                  "torch (eager PyTorch), torch_cuda_graph (the sampling loop replayed from CUDA graphs, one per "
+                  "input size), onnxruntime or tensorrt (graphs and engines in engine_file_path). A backend that "
+                  "cannot start here falls back to torch with a logged warning; depth/status and /diagnostics "
+                  "report the one running. Video mode runs torch only (auto or torch)",
+                  choices=("auto", *BACKENDS), read_only=True),
+    ParameterSpec("engine_file_path", "", "folder of the exported ONNX graphs and built TensorRT engines "
+                  "(onnxruntime, tensorrt); empty: ~/.cache/pixel_perfect_ros", read_only=True),
+    ParameterSpec("force_engine_update", False, "export the ONNX graphs and build the engines again even when "
+                  "cached ones match (onnxruntime, tensorrt)", read_only=True),
+    ParameterSpec("max_processing_height", 768, "largest processing height the compiled backends' dynamic shapes "
+                  "cover, pixels, a multiple of 16 (the processing size comes from target_area and the image's "
+                  "aspect ratio)", limits=(16, 4096), read_only=True),
+    ParameterSpec("max_processing_width", 1024, "largest processing width the compiled backends' dynamic shapes "
+                  "cover, pixels, a multiple of 16", limits=(16, 4096), read_only=True),
     # Inference
     ParameterSpec("steps", 4, "Euler steps of the flow sampler (official: 4)", limits=(1, 100)),
     ParameterSpec("target_area", 1024 * 768, "image mode: processing area in pixels (official: 786432 = 1024x768); "
@@ -152,7 +168,13 @@ def check_parameters(values: dict[str, Any]) -> str | None:
         reason = SPECS[name].check(value)
         if reason:
             return reason
+    for name in ("max_processing_height", "max_processing_width"):
+        if values[name] % 16:
+            return f"{name} must be a multiple of 16; got {values[name]}"
     if values["mode"] == "video":
+        if values["backend"] not in ("auto", "torch"):
+            return (f"backend {values['backend']} is not available in video mode (PPVD runs in torch only: "
+                    "set backend auto or torch)")
         for name, value in VIDEO_UNAVAILABLE.items():
             if values[name] == value:
                 return (f"{name} {value} is not available in video mode (PPVD has no MoGe-2 and works at its own "

@@ -22,6 +22,8 @@ from ..geometry.decoding import DepthDecoder, ReferenceAlignedDecoder, decoder_p
 from ..geometry.filters import flying_pixel_mask
 from ..geometry.projection import pixel_intrinsics, scale_intrinsics
 from ..inference import bundled
+from ..inference.backends import BackendOptions
+from ..inference.backends.base import default_backend
 from ..inference.checkpoints import CheckpointError, download_instructions, video_download_instructions
 from ..inference.pipeline import DepthPrediction, PixelPerfectDepth
 from ..inference.video_pipeline import PixelPerfectVideoDepth
@@ -55,13 +57,31 @@ class Settings:
         return cls(values=dict(values), decoder=make_decoder(mode, **params))
 
 
+def resolve_backend(values: dict[str, Any]) -> str:
+    """The backend the node asks for: ``values['backend']``, with auto resolved for the device
+    (``backends.base.default_backend``); torch in video mode (PPVD has no other backend)."""
+    if values.get("mode") == "video":
+        return "torch"
+    backend = values["backend"]
+    return default_backend(torch.device(values["device"])) if backend == "auto" else backend
+
+
+def backend_options(values: dict[str, Any]) -> BackendOptions:
+    """The compiled backends' settings of the node's parameter ``values``."""
+    return BackendOptions(engine_file_path=values["engine_file_path"],
+                          force_engine_update=values["force_engine_update"],
+                          max_height=values["max_processing_height"], max_width=values["max_processing_width"])
+
+
 def load_pipeline(values: dict[str, Any], logger=None) -> PixelPerfectDepth:
-    """The model of the node's parameter ``values`` (checkpoint, semantics, device, dtype, steps, seed, ...).
+    """The model of the node's parameter ``values`` (checkpoint, semantics, device, dtype, steps, seed,
+    backend and its options, ...).
 
     With checkpoint and semantics both empty, the bundled model: fills in ``values``' checkpoint,
     semantics, semantics_type and (when at its default) target_area, and warns through
     ``logger.warning`` when a logger is given. The official MoGe-2 file given as semantics also serves as
-    the metric model.
+    the metric model. A backend that cannot start falls back to torch (``pipeline.backend_fallback``
+    says why; also warned through ``logger``).
 
     Raises:
         CheckpointError: for only one of checkpoint and semantics set, or unreadable model files.
@@ -85,11 +105,15 @@ def load_pipeline(values: dict[str, Any], logger=None) -> PixelPerfectDepth:
                            "cameras: set 'checkpoint' and 'semantics' to the official files)")
     # The official MoGe-2 model.pt also gives metric depth; the bundled file is an encoder only.
     shared = values["semantics"] if values["semantics_type"] == "moge2" and not bundled_model else ""
-    return PixelPerfectDepth.from_checkpoints(
+    pipeline = PixelPerfectDepth.from_checkpoints(
         values["checkpoint"], values["semantics"], values["semantics_type"], steps=values["steps"],
         target_area=values["target_area"], device=device, dtype=values["dtype"], seed=seed,
         metric_checkpoint=values["moge2_checkpoint"] or shared or None,
+        backend=resolve_backend(values), backend_options=backend_options(values),
     )
+    if pipeline.backend_fallback and logger is not None:
+        logger.warning(pipeline.backend_fallback)
+    return pipeline
 
 
 def load_video_stream(values: dict[str, Any]) -> StreamingVideoDepth:

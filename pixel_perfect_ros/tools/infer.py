@@ -12,9 +12,12 @@ import sys
 from pathlib import Path
 
 import cv2
+import torch
 from tqdm import tqdm
 
 from ..inference import bundled
+from ..inference.backends import BACKENDS, BackendOptions
+from ..inference.backends.base import default_backend
 from ..inference.checkpoints import SEMANTICS_TYPES, CheckpointError, download_instructions
 from ..inference.pipeline import DTYPES, PixelPerfectDepth
 from ..inference.preprocess import DEFAULT_TARGET_AREA
@@ -44,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="precision (default: fp32)")
     parser.add_argument("--seed", type=int, default=0, help="initial-noise seed (default: 0)")
+    parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
+                        help="what runs the model (default: auto = torch_cuda_graph on CUDA, torch on CPU); one "
+                        "that cannot start falls back to torch, saying why")
+    parser.add_argument("--engine-dir", type=Path,
+                        help="folder of ONNX graphs and TensorRT engines (default: ~/.cache/pixel_perfect_ros)")
+    parser.add_argument("--force-engine-update", action="store_true",
+                        help="export and build the graphs and engines again even when cached ones match")
     return parser
 
 
@@ -104,10 +114,15 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.semantics, args.semantics_type, steps=args.steps,
             target_area=args.target_area or DEFAULT_TARGET_AREA,
             device=args.device, dtype=args.dtype, seed=args.seed,
+            backend=default_backend(torch.device(args.device)) if args.backend == "auto" else args.backend,
+            backend_options=BackendOptions(engine_file_path=str(args.engine_dir or ""),
+                                           force_engine_update=args.force_engine_update),
         )
     except (CheckpointError, ValueError, RuntimeError) as exc:
         print(f"ppd-infer: {exc}", file=sys.stderr)
         return 2
+    if model.backend_fallback:
+        print(f"ppd-infer: {model.backend_fallback}", file=sys.stderr)
 
     args.out.mkdir(parents=True, exist_ok=True)
     failed = []

@@ -43,11 +43,11 @@ TEST_DIR = Path(__file__).resolve().parents[1]
 DIAGNOSTIC_KEYS = {
     "rate_hz", "mean_decode_ms", "mean_preprocess_ms", "mean_semantics_ms", "mean_sampling_ms",
     "mean_postprocess_ms", "mean_publish_ms", "mean_total_ms", "frames_received", "frames_processed",
-    "frames_dropped", "frames_rejected", "frames_idle", "frames_failed", "model", "backend", "device", "dtype", "steps",
-    "depth_mode", "is_metric",
+    "frames_dropped", "frames_rejected", "frames_idle", "frames_failed", "model", "backend", "backend_requested",
+    "backend_fallback", "device", "dtype", "steps", "depth_mode", "is_metric",
 }
-"""/diagnostics values: README's rate, mean latency per stage, counters, model and backend, and the
-node's device, dtype, steps, depth_mode and is_metric."""
+"""/diagnostics values: README's rate, mean latency per stage, counters, model and backend (running,
+requested, why they differ), and the node's device, dtype, steps, depth_mode and is_metric."""
 STAGES_MS = ("decode_ms", "preprocess_ms", "semantics_ms", "sampling_ms", "postprocess_ms", "publish_ms")
 
 

@@ -51,6 +51,21 @@ def test_moge2_variant_and_seed_reproducibility(tiny_checkpoints, images, tmp_pa
     np.testing.assert_array_equal(np.load(tmp_path / "x" / "a_depth.npy"), np.load(tmp_path / "y" / "a_depth.npy"))
 
 
+def test_an_unavailable_backend_falls_back_to_torch_and_says_why(tiny_checkpoints, images, tmp_path, capsys):
+    assert run(tiny_checkpoints, [images / "a.png"], tmp_path / "o", "--backend", "torch_cuda_graph",
+               "--engine-dir", str(tmp_path / "engines"), "--force-engine-update", "--steps", "2") == 0
+    err = capsys.readouterr().err
+    assert "ppd-infer: backend torch_cuda_graph unavailable (needs a CUDA device" in err and "running torch" in err
+    assert np.isfinite(np.load(tmp_path / "o" / "a_depth.npy")).all()
+    run(tiny_checkpoints, [images / "a.png"], tmp_path / "p", "--backend", "auto", "--steps", "2")
+    assert "running torch instead" not in capsys.readouterr().err  # auto on CPU is torch: nothing to fall back from
+
+
+def test_backend_arguments_default_to_auto_and_the_default_cache():
+    args = build_parser().parse_args(["img.png", "--out", "o"])
+    assert (args.backend, args.engine_dir, args.force_engine_update) == ("auto", None, False)
+
+
 def test_unreadable_image_is_skipped_and_reported(tiny_checkpoints, images, tmp_path, capsys):
     (images / "broken.png").write_bytes(b"\x89PNG truncated")
     assert run(tiny_checkpoints, [images], tmp_path / "out") == 1
@@ -94,7 +109,8 @@ def test_missing_input_and_empty_folder(tiny_checkpoints, tmp_path, capsys):
     assert "no images" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad", [["--steps", "0"], ["--target-area", "x"], ["--semantics-type", "dino"], []])
+@pytest.mark.parametrize("bad", [["--steps", "0"], ["--target-area", "x"], ["--semantics-type", "dino"],
+                                 ["--backend", "tensorflow"], []])
 def test_parser_rejects_bad_arguments(bad, capsys):
     required = ["img.png", "--checkpoint", "c", "--semantics", "s", "--out", "o"] if bad else ["img.png"]
     with pytest.raises(SystemExit) as info:

@@ -29,6 +29,14 @@ _CLASSES = {
     "tensorrt": ("tensorrt_backend", "TensorRTBackend"),
 }
 
+_DEFAULT_BACKENDS = {"cuda": "torch_cuda_graph", "cpu": "torch"}
+"""Device type -> the backend that "auto" picks (others: torch)."""
+
+
+def default_backend(device: torch.device) -> str:
+    """The backend the node and CLIs run for backend "auto" on ``device``."""
+    return _DEFAULT_BACKENDS.get(torch.device(device).type, "torch")
+
 
 class BackendUnavailable(RuntimeError):
     """The backend cannot run here (package missing, no CUDA, dtype unsupported, ...); the message says why."""
