@@ -228,6 +228,8 @@ class DinoVisionTransformer(nn.Module):
         """
         grid, dim = self.pos_grid, self.embed_dim
         pos_embed = self.pos_embed.float()
+        if torch.compiler.is_exporting():  # symbolic rows/cols: no Python branch on them, no scale_factor
+            return self._traceable_pos_encoding(rows, cols)
         if rows == grid and cols == grid:
             return pos_embed
         table = pos_embed[:, 1:].reshape(1, grid, grid, dim).permute(0, 3, 1, 2)  # (1, D, G, G)
@@ -241,6 +243,33 @@ class DinoVisionTransformer(nn.Module):
         if table.shape[-2:] != (rows, cols):
             raise RuntimeError(f"position grid resized to {tuple(table.shape[-2:])}, expected {(rows, cols)}")
         table = table.permute(0, 2, 3, 1).reshape(1, rows * cols, dim)  # raster order
+        return torch.cat([pos_embed[:, :1], table], dim=1)
+
+    def _traceable_pos_encoding(self, rows, cols) -> torch.Tensor:
+        """:meth:`interpolate_pos_encoding` written for ``torch.export`` with dynamic ``rows``, ``cols``.
+
+        The bicubic resize (``align_corners=False``, A = -0.75, border-clamped taps, no antialias) is
+        separable, so it is two matmuls with ``(rows, G)`` and ``(cols, G)`` weight matrices built from
+        ``arange``; the native ``G x G`` grid selects identity matrices (the official "no resize" rule).
+        Equal to the eager resize up to float32 rounding (PyTorch's own float32 bicubic is ~1e-5 off a
+        float64 one on unit-scale tables, and so is this).
+
+        Raises:
+            NotImplementedError: for antialiased resizes (the ``*_reg`` models), not exportable this way.
+        """
+        if self.interpolate_antialias:
+            raise NotImplementedError("ONNX export of the antialiased position-embedding resize (DINOv2 *_reg) "
+                                      "is not supported; export at fixed sizes instead")
+        grid, dim = self.pos_grid, self.embed_dim
+        pos_embed = self.pos_embed.float()
+        weight_r, native_r = _bicubic_weights(rows, grid, self.interpolate_offset, pos_embed.device)  # (rows, G)
+        weight_c, native_c = _bicubic_weights(cols, grid, self.interpolate_offset, pos_embed.device)  # (cols, G)
+        native = native_r & native_c  # 0-d bool: the G x G grid is used as is
+        weight_r = torch.where(native, _identity(rows, grid, pos_embed.device), weight_r)
+        weight_c = torch.where(native, _identity(cols, grid, pos_embed.device), weight_c)
+        table = pos_embed[:, 1:].reshape(1, grid, grid, dim).permute(0, 3, 1, 2)  # (1, D, G, G)
+        table = weight_r @ table @ weight_c.transpose(0, 1)  # (1, D, rows, cols)
+        table = table.permute(0, 2, 3, 1).reshape(1, -1, dim)  # (1, rows*cols, D) raster order
         return torch.cat([pos_embed[:, :1], table], dim=1)
 
     def prepare_tokens(self, x: torch.Tensor) -> torch.Tensor:
@@ -323,6 +352,38 @@ class DinoVisionTransformer(nn.Module):
                 normed = self.norm(tokens)
                 outputs.append((normed[:, 1 + self.num_register_tokens:], normed[:, 0]))
         return outputs
+
+
+def _identity(size, grid: int, device: torch.device) -> torch.Tensor:
+    """(size, grid) float32 identity (size == grid when it is used); traceable."""
+    return (torch.arange(size, device=device)[:, None] == torch.arange(grid, device=device)).float()
+
+
+def _bicubic_weights(size, grid: int, offset: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(size, grid) float32 weights of PyTorch's 1-D bicubic resize from ``grid`` to ``size`` samples,
+    and a 0-d bool tensor ``size == grid``.
+
+    ``F.interpolate(mode="bicubic", align_corners=False)`` with ``scale_factor=(size + offset)/grid``
+    (offset > 0) or ``size=`` (offset 0): source ``x = (i + 0.5) * s - 0.5``, taps ``floor(x) - 1 ..
+    floor(x) + 2`` clamped to the border, Keys cubic with A = -0.75. Built from ``arange``: traceable.
+    """
+    a = -0.75
+    index = torch.arange(size, device=device, dtype=torch.float32)  # (size,)
+    count = index[-1:] + 1  # (1,) = size, as a tensor
+    scale = grid / (count + offset) if offset else grid / count
+    source = (index + 0.5) * scale - 0.5
+    base = source.floor()
+    t = source - base
+    coeffs = [
+        ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+        ((a + 2) * t - (a + 3)) * t * t + 1,
+        ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+        ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a,
+    ]
+    columns = torch.arange(grid, device=device, dtype=torch.float32)  # (G,)
+    weights = sum(c[:, None] * ((base + k - 1).clamp(0, grid - 1)[:, None] == columns).float()
+                  for k, c in enumerate(coeffs))  # (size, G)
+    return weights, (count == grid)[0]
 
 
 # ---------------------------------------------------------------------------------------------------

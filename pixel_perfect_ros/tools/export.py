@@ -1,0 +1,172 @@
+"""``ppd-export``: ONNX graphs of a PPD model (semantics encoder + one DiT step), checked in ONNX Runtime.
+
+Exports both graphs (``inference.onnx_export``: dynamo exporter, dynamic N, H, W up to ``--max-size``)
+into ``--out``, named by the weights' fingerprint, dtype, opset, shape range and torch version (an
+existing matching export is reused), then runs each graph in ONNX Runtime (CPU) at every ``--check-sizes``
+size (batch 2) and compares with PyTorch (float32 eager on the CPU), printing a table. Where TensorRT
+is installed it also builds the engines (``TensorRTBackend``, engine cache in ``--out``).
+
+Tolerances (max abs diff vs float32 PyTorch; semantics and velocities are O(1)-O(10) values):
+
+    fp32  DiT step 1e-4, encoder 2e-3   measured on the bundled model: DiT <= 7e-6; encoder <= 5e-4,
+                                        almost all of it from ORT's antialiased Resize (MoGe-2 encoder),
+                                        which differs from PyTorch's by up to 7e-5 on the [0, 1] image
+    fp16  DiT step 2e-2, encoder 2e-2   measured: 2.7e-3 .. 4.1e-3 (128x96 .. 592x592)
+
+Exit status: 0 all graphs within tolerance, 1 some diff above it, 2 bad arguments or missing checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..inference import bundled
+from ..inference.backends.base import BackendOptions, BackendUnavailable
+from ..inference.checkpoints import SEMANTICS_TYPES, CheckpointError, download_instructions, load_ppd_dit, \
+    load_semantics_encoder
+from ..inference.onnx_export import exported_graphs
+from ..model.flow import T
+from .cli import image_size, positive_int
+
+TOLERANCES = {("encoder", "fp32"): 2e-3, ("dit_step", "fp32"): 1e-4,
+              ("encoder", "fp16"): 2e-2, ("dit_step", "fp16"): 2e-2}
+"""(graph, dtype) -> largest accepted max abs diff vs float32 PyTorch (see the module docstring)."""
+CHECK_BATCH = 2
+
+
+def image_sizes(text: str) -> list[tuple[int, int]]:
+    """argparse type: comma-separated ``WIDTHxHEIGHT`` sizes -> [(height, width), ...]."""
+    return [image_size(part.strip()) for part in text.split(",")]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    tolerances = ", ".join(f"{graph} {dtype} {tol:g}" for (graph, dtype), tol in TOLERANCES.items())
+    parser = argparse.ArgumentParser(
+        prog="ppd-export",
+        description="Export a PPD model's semantics encoder and DiT step to ONNX (dynamic N, H, W), check them "
+        "against PyTorch in ONNX Runtime, and build TensorRT engines where TensorRT is installed. Exit status: "
+        "0 ok, 1 a diff above its tolerance, 2 bad arguments or missing checkpoints.",
+        epilog=f"Default tolerances (max abs diff vs float32 PyTorch): {tolerances}.",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="official ppd.pth or ppd_moge.pth (default: the bundled synthetic-world model)")
+    parser.add_argument("--semantics", type=Path,
+                        help="depth_anything_v2_vitl.pth (da2) or MoGe-2 model.pt (moge2); given with --checkpoint")
+    parser.add_argument("--semantics-type", choices=SEMANTICS_TYPES, default="da2",
+                        help="which encoder --semantics is (default: da2)")
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "both"), default="fp32",
+                        help="graph precision (default: fp32); fp16 graphs keep float32 inputs/outputs")
+    parser.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default: 18, for TensorRT 10)")
+    parser.add_argument("--max-size", type=image_size, default=(768, 1024), metavar="WxH",
+                        help="largest processing size the dynamic shapes cover (default: 1024x768)")
+    parser.add_argument("--check-sizes", type=image_sizes, default=[(192, 256), (384, 512)], metavar="WxH[,WxH]",
+                        help="sizes of the ONNX Runtime parity check (default: 256x192,512x384)")
+    parser.add_argument("--tolerance", type=float,
+                        help="max abs diff accepted for every graph (default: per graph and dtype, see below)")
+    parser.add_argument("--force", action="store_true", help="export again even when matching graphs exist")
+    return parser
+
+
+def parity_rows(dit, encoder, paths: tuple[Path, Path], dtype: str, sizes: list[tuple[int, int]],
+                seed: int = 0) -> list[tuple[str, str, str, float, float]]:
+    """(graph, dtype, WxH, max abs diff, mean abs diff) of each graph in ONNX Runtime (CPU) vs PyTorch."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    encoder_session, dit_session = (ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+                                    for p in paths)
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for height, width in sizes:
+        image = torch.rand(CHECK_BATCH, 3, height, width, generator=generator)
+        x = torch.cat([torch.randn(CHECK_BATCH, 1, height, width, generator=generator), image - 0.5], dim=1)
+        timestep = torch.full((CHECK_BATCH,), 3 * T // 4, dtype=torch.int32)
+        with torch.inference_mode():
+            semantics = encoder.forward_semantics(image)
+            velocity = dit(x, semantics, timestep)
+        got_semantics = encoder_session.run(None, {"image": image.numpy()})[0]
+        got_velocity = dit_session.run(None, {"x": x.numpy(), "semantics": semantics.numpy(),
+                                              "timestep": timestep.numpy()})[0]
+        for graph, got, expected in (("encoder", got_semantics, semantics), ("dit_step", got_velocity, velocity)):
+            diff = np.abs(got - expected.numpy())
+            rows.append((graph, dtype, f"{width}x{height}", float(diff.max()), float(diff.mean())))
+    return rows
+
+
+def build_engines(dit, encoder, out: Path, dtypes: tuple[str, ...], max_size: tuple[int, int], force: bool) -> None:
+    """TensorRT engines of the graphs in ``out`` (through ``TensorRTBackend``'s engine cache, profile from
+    32x32 to ``max_size``), where TensorRT is installed; moves ``dit`` and ``encoder`` to CUDA."""
+    try:
+        import tensorrt  # noqa: F401
+        from ..inference.backends.tensorrt_backend import TensorRTBackend
+    except ImportError:
+        print("TensorRT not installed: engines not built (ONNX graphs written)")
+        return
+    options = BackendOptions(engine_file_path=str(out), force_engine_update=force, max_height=max_size[0],
+                             max_width=max_size[1])
+    for dtype in dtypes:
+        try:
+            TensorRTBackend(dit.cuda(), encoder.cuda(), torch.device("cuda"), dtype, options, log=print)
+        except BackendUnavailable as error:
+            print(f"TensorRT engines not built ({dtype}): {error}")
+            continue
+        print(f"TensorRT engines ({dtype}) written to {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if (args.checkpoint is None) != (args.semantics is None):
+        print("ppd-export: give both --checkpoint and --semantics, or neither for the bundled model", file=sys.stderr)
+        return 2
+    if args.checkpoint is None:
+        args.checkpoint, args.semantics, args.semantics_type = bundled.CHECKPOINT, bundled.SEMANTICS, bundled.SEMANTICS_TYPE
+        print("ppd-export: no checkpoint given: exporting the bundled tiny model trained on synthetic rooms",
+              file=sys.stderr)
+    missing = [p for p in (args.checkpoint, args.semantics) if not p.is_file()]
+    if missing:
+        print(f"ppd-export: checkpoint not found: {', '.join(map(str, missing))}\n"
+              f"{download_instructions(missing[0].parent)}", file=sys.stderr)
+        return 2
+    max_height, max_width = args.max_size
+    too_big = [f"{w}x{h}" for h, w in args.check_sizes if h > max_height or w > max_width]
+    if too_big:
+        print(f"ppd-export: check sizes {', '.join(too_big)} exceed --max-size {max_width}x{max_height}", file=sys.stderr)
+        return 2
+    try:
+        dit = load_ppd_dit(args.checkpoint).eval().requires_grad_(False)
+        encoder = load_semantics_encoder(args.semantics, args.semantics_type).eval().requires_grad_(False)
+    except (CheckpointError, ValueError) as exc:
+        print(f"ppd-export: {exc}", file=sys.stderr)
+        return 2
+
+    rows, dtypes = [], ("fp32", "fp16") if args.dtype == "both" else (args.dtype,)
+    for dtype in dtypes:
+        start = time.perf_counter()
+        paths = exported_graphs(dit, encoder, args.out, dtype=dtype, opset=args.opset, max_height=max_height,
+                                max_width=max_width, force=args.force, log=print)
+        print(f"{dtype} graphs ready in {time.perf_counter() - start:.1f} s: {paths[0].name}, {paths[1].name}")
+        rows += parity_rows(dit, encoder, paths, dtype, args.check_sizes)
+    build_engines(dit, encoder, args.out, dtypes, args.max_size, args.force)  # moves the modules to CUDA
+
+    print(f"\n{'graph':<9} {'dtype':<5} {'size':>9} {'max abs diff':>13} {'mean abs diff':>14} {'tolerance':>10}  ok")
+    failed = 0
+    for graph, dtype, size, max_diff, mean_diff in rows:
+        tolerance = args.tolerance if args.tolerance is not None else TOLERANCES[graph, dtype]
+        ok = max_diff <= tolerance
+        failed += not ok
+        print(f"{graph:<9} {dtype:<5} {size:>9} {max_diff:>13.2e} {mean_diff:>14.2e} {tolerance:>10.1e}  "
+              f"{'yes' if ok else 'NO'}")
+    if failed:
+        print(f"ppd-export: {failed} check(s) above tolerance", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
