@@ -145,16 +145,28 @@ def _export(graph: nn.Module, args: tuple, dynamic: dict, inputs: list[str], out
     model = program.model_proto
     if dtype == "fp16":
         _keep_statistics_fp32(model.graph)
-    onnx.checker.check_model(model)
     _atomic_save(model, path)
     return path
 
 
+EXTERNAL_DATA_BYTES = 1 << 30
+"""Graphs whose weights exceed this keep them in ``<name>.onnx.data`` beside the graph (protobuf's 2 GB
+limit: the official DiT is ~2 GB in float32); smaller graphs are one file."""
+
+
 def _atomic_save(model: onnx.ModelProto, path: Path) -> None:
+    """Check and write ``model`` to a temporary file, then rename it to ``path`` (the rename commits it;
+    external weights, when written, go to ``<path>.data`` first)."""
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
+    weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
     try:
-        onnx.save_model(model, temp)  # weights inline: our graphs are < 2 GB except ViT-L fp32 (1.2 GB)
+        if weight_bytes > EXTERNAL_DATA_BYTES:
+            onnx.save_model(model, temp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=f"{path.name}.data", size_threshold=1024)
+        else:
+            onnx.save_model(model, temp)
+        onnx.checker.check_model(temp)  # by path: also valid for external weights
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -168,7 +180,7 @@ def _keep_statistics_fp32(graph: onnx.GraphProto) -> int:
     """Wrap every LayerNormalization / Softmax node in Cast(float32) ... Cast(float16); returns how many.
 
     Applied to fp16 graphs: the node then computes in float32 on float16 tensors (its float16 weight
-    inputs are cast too), and the rest of the graph is unchanged.
+    inputs are cast too); its outputs keep their names and float16 types, so the rest is unchanged.
     """
     nodes, wrapped = [], 0
     for node in graph.node:
@@ -176,26 +188,21 @@ def _keep_statistics_fp32(graph: onnx.GraphProto) -> int:
             nodes.append(node)
             continue
         wrapped += 1
+        base = f"{node.name or node.op_type}_stat{wrapped}"
         for i, name in enumerate(node.input):
             if name:
-                cast = f"{node.name}_fp32_in{i}"
+                cast = f"{base}_fp32_in{i}"
                 nodes.append(helper.make_node("Cast", [name], [cast], name=cast, to=TensorProto.FLOAT))
                 node.input[i] = cast
-        casts_out = []
+        casts_back = []
         for i, name in enumerate(node.output):
             if name:
-                raw = f"{node.name}_fp32_out{i}"
+                raw = f"{base}_fp32_out{i}"
                 node.output[i] = raw
-                casts_out.append(helper.make_node("Cast", [raw], [name], name=f"{raw}_fp16", to=TensorProto.FLOAT16))
-        nodes.append(node)
-        nodes += casts_out
-    # value_info of the rewrapped outputs would now carry float16 types for float32 tensors: drop them
-    wrapped_names = {n.name for n in nodes if n.op_type in _FP32_STATISTICS_OPS}
+                casts_back.append(helper.make_node("Cast", [raw], [name], name=f"{raw}_fp16", to=TensorProto.FLOAT16))
+        nodes += [node, *casts_back]
     del graph.node[:]
     graph.node.extend(nodes)
-    keep = [v for v in graph.value_info if not any(v.name.startswith(f"{w}_fp32") for w in wrapped_names)]
-    del graph.value_info[:]
-    graph.value_info.extend(keep)
     return wrapped
 
 

@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         print("ppd-export: give both --checkpoint and --semantics, or neither for the bundled model", file=sys.stderr)
         return 2
     if args.checkpoint is None:
-        args.checkpoint, args.semantics, args.semantics_type = bundled.CHECKPOINT, bundled.SEMANTICS, bundled.SEMANTICS_TYPE
+        args.checkpoint, args.semantics = bundled.CHECKPOINT, bundled.SEMANTICS
+        args.semantics_type = bundled.SEMANTICS_TYPE
         print("ppd-export: no checkpoint given: exporting the bundled tiny model trained on synthetic rooms",
               file=sys.stderr)
     missing = [p for p in (args.checkpoint, args.semantics) if not p.is_file()]
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     max_height, max_width = args.max_size
     too_big = [f"{w}x{h}" for h, w in args.check_sizes if h > max_height or w > max_width]
     if too_big:
-        print(f"ppd-export: check sizes {', '.join(too_big)} exceed --max-size {max_width}x{max_height}", file=sys.stderr)
+        print(f"ppd-export: check sizes {', '.join(too_big)} exceed --max-size {max_width}x{max_height}",
+              file=sys.stderr)
         return 2
     try:
         dit = load_ppd_dit(args.checkpoint).eval().requires_grad_(False)
