@@ -258,7 +258,7 @@ def table_peak(device_name: str, dtype: str, sm_count: int | None = None) -> Pea
 
 
 def measure_matmul_tflops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, size: int = 2048,
-                          repeats: int = 3) -> float:
+                          repeats: int = 5) -> float:
     """Best-of-``repeats`` TFLOP/s of a ``size`` x ``size`` square matmul on ``device`` (after one warm-up)."""
     device = torch.device(device)
     generator = torch.Generator(device=device).manual_seed(0)
