@@ -25,13 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..inference import bundled
 from ..inference.backends.base import BackendOptions, BackendUnavailable
-from ..inference.checkpoints import SEMANTICS_TYPES, CheckpointError, download_instructions, load_ppd_dit, \
-    load_semantics_encoder
+from ..inference.checkpoints import CheckpointError, load_ppd_dit, load_semantics_encoder
 from ..inference.onnx_export import exported_graphs
 from ..model.flow import T
-from .cli import image_size, positive_int
+from .cli import add_model_arguments, image_size, positive_int, resolve_model_files
 
 TOLERANCES = {("encoder", "fp32"): 2e-3, ("dit_step", "fp32"): 1e-4,
               ("encoder", "fp16"): 2e-2, ("dit_step", "fp16"): 2e-2}
@@ -54,12 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Default tolerances (max abs diff vs float32 PyTorch): {tolerances}.",
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
-    parser.add_argument("--checkpoint", type=Path,
-                        help="official ppd.pth or ppd_moge.pth (default: the bundled synthetic-world model)")
-    parser.add_argument("--semantics", type=Path,
-                        help="depth_anything_v2_vitl.pth (da2) or MoGe-2 model.pt (moge2); given with --checkpoint")
-    parser.add_argument("--semantics-type", choices=SEMANTICS_TYPES, default="da2",
-                        help="which encoder --semantics is (default: da2)")
+    add_model_arguments(parser)
     parser.add_argument("--dtype", choices=("fp32", "fp16", "both"), default="fp32",
                         help="graph precision (default: fp32); fp16 graphs keep float32 inputs/outputs")
     parser.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default: 18, for TensorRT 10)")
@@ -122,18 +115,7 @@ def build_engines(dit, encoder, out: Path, dtypes: tuple[str, ...], max_size: tu
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if (args.checkpoint is None) != (args.semantics is None):
-        print("ppd-export: give both --checkpoint and --semantics, or neither for the bundled model", file=sys.stderr)
-        return 2
-    if args.checkpoint is None:
-        args.checkpoint, args.semantics = bundled.CHECKPOINT, bundled.SEMANTICS
-        args.semantics_type = bundled.SEMANTICS_TYPE
-        print("ppd-export: no checkpoint given: exporting the bundled tiny model trained on synthetic rooms",
-              file=sys.stderr)
-    missing = [p for p in (args.checkpoint, args.semantics) if not p.is_file()]
-    if missing:
-        print(f"ppd-export: checkpoint not found: {', '.join(map(str, missing))}\n"
-              f"{download_instructions(missing[0].parent)}", file=sys.stderr)
+    if not resolve_model_files(args, "ppd-export"):
         return 2
     max_height, max_width = args.max_size
     too_big = [f"{w}x{h}" for h, w in args.check_sizes if h > max_height or w > max_width]

@@ -18,10 +18,10 @@ from tqdm import tqdm
 from ..inference import bundled
 from ..inference.backends import BACKENDS, BackendOptions
 from ..inference.backends.base import default_backend
-from ..inference.checkpoints import SEMANTICS_TYPES, CheckpointError, download_instructions
+from ..inference.checkpoints import CheckpointError
 from ..inference.pipeline import DTYPES, PixelPerfectDepth
 from ..inference.preprocess import DEFAULT_TARGET_AREA
-from .cli import positive_int
+from .cli import add_model_arguments, positive_int, resolve_model_files
 from .depth_io import write_depth
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -33,12 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pixel-Perfect Depth on images: writes normalised log-depth (.npy, 16-bit PNG, colour PNG).",
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="images or folders of images")
-    parser.add_argument("--checkpoint", type=Path,
-                        help="official ppd.pth or ppd_moge.pth (default: the bundled synthetic-world model)")
-    parser.add_argument("--semantics", type=Path,
-                        help="depth_anything_v2_vitl.pth (da2) or MoGe-2 model.pt (moge2); given with --checkpoint")
-    parser.add_argument("--semantics-type", choices=SEMANTICS_TYPES, default="da2",
-                        help="which encoder --semantics is (default: da2)")
+    add_model_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--steps", type=positive_int, default=4, help="Euler steps (default: 4)")
     parser.add_argument("--target-area", type=positive_int,
@@ -96,19 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ppd-infer: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, args.inputs))}",
               file=sys.stderr)
         return 2
-    if (args.checkpoint is None) != (args.semantics is None):
-        print("ppd-infer: give both --checkpoint and --semantics, or neither for the bundled model", file=sys.stderr)
+    bundled_model = args.checkpoint is None and args.semantics is None
+    if not resolve_model_files(args, "ppd-infer"):
         return 2
-    if args.checkpoint is None:
-        args.checkpoint, args.semantics, args.semantics_type = bundled.CHECKPOINT, bundled.SEMANTICS, bundled.SEMANTICS_TYPE
+    if bundled_model:
         args.target_area = args.target_area or bundled.TARGET_AREA
-        print("ppd-infer: no checkpoint given: using the bundled tiny model trained on synthetic rooms "
-              "(for real images use the official checkpoints)", file=sys.stderr)
-    missing = [p for p in (args.checkpoint, args.semantics) if not p.is_file()]
-    if missing:
-        print(f"ppd-infer: checkpoint not found: {', '.join(map(str, missing))}\n"
-              f"{download_instructions(missing[0].parent)}", file=sys.stderr)
-        return 2
     try:
         model = PixelPerfectDepth.from_checkpoints(
             args.checkpoint, args.semantics, args.semantics_type, steps=args.steps,
