@@ -80,7 +80,7 @@ def test_bad_arguments_exit_2(argv, capsys):
 
 def test_defaults_on_cpu():
     args = bench.parse_args(["--device", "cpu"])
-    assert args.sizes == [(192, 256), (384, 512)] and args.steps == [1, 2, 4] and args.architecture == "bundled"
+    assert args.sizes == [(96, 128), (192, 256), (384, 512)] and args.steps == [1, 2, 4] and args.architecture == "bundled"
     assert args.dtypes[0] == "fp32" and set(args.dtypes) <= {"fp32", "bf16"}
     assert args.backends == list(bench.BACKENDS)
     smoke = bench.parse_args(["--smoke", "--device", "cpu", "--sizes", "512x384"])
