@@ -63,7 +63,7 @@ from ..model.random_weights import randomize_
 from ..model.semantics import DepthAnythingV2Semantics
 from ..ros.conversions import image_to_rgb8
 from ..ros.pointcloud import point_cloud
-from .cli import image_size, non_negative_int, positive_int
+from .cli import image_size, non_negative_int, positive_int, torch_threads
 
 BASELINE = ("torch", "fp32")
 """(backend, dtype) every ratio and quality figure is measured against."""
@@ -476,8 +476,12 @@ def header_lines(args: argparse.Namespace, device: torch.device, dit: nn.Module,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    with torch_threads(args.threads):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The benchmark of the parsed ``args``: prints the tables; returns the exit status."""
     device = torch.device(args.device)
     dit, encoder = ARCHITECTURES[args.architecture](device)
     dit, encoder = dit.eval().requires_grad_(False), encoder.eval().requires_grad_(False)

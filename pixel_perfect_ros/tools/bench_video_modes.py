@@ -38,7 +38,7 @@ from ..inference.video_windows import OVERLAP, STRIDE, scale_and_shift, window_s
 from ..model.dit_video import VideoDiT
 from ..model.pi3 import PI3_ARCHITECTURE, Pi3Semantics
 from ..model.random_weights import randomize_, tiny_video_models
-from .cli import image_size, positive_int
+from .cli import image_size, positive_int, torch_threads
 
 WINDOW_MODE = "window"
 """The official windowed pipeline, the baseline of the ratios."""
@@ -247,8 +247,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    with torch_threads(args.threads):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The benchmark of the parsed ``args``: prints the tables; returns the exit status."""
     height, width = args.size
     model = PixelPerfectVideoDepth(*ARCHITECTURES[args.architecture](), steps=args.steps, seed=0, device=args.device)
     clip = synthetic_clip(args.frames, height, width)

@@ -6,8 +6,12 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
+
+import torch
 
 from ..inference import bundled
 from ..inference.checkpoints import SEMANTICS_TYPES, download_instructions
@@ -109,3 +113,16 @@ def resolve_model_files(args: argparse.Namespace, prog: str) -> bool:
               f"{download_instructions(missing[0].parent)}", file=sys.stderr)
         return False
     return True
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(threads)`` (None: as it is) and restore the count after,
+    so a tool called as a function leaves its caller's thread count (and so its float results) alone."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from pixel_perfect_ros.inference.backends import create_backend
 from pixel_perfect_ros.tools import bench
@@ -24,8 +25,10 @@ def missing_onnxruntime(monkeypatch):
 
 def test_smoke_prints_the_table(capsys, tmp_path, missing_onnxruntime):
     json_path = tmp_path / "rows.json"
+    threads = torch.get_num_threads()
     assert bench.main(["--smoke", "--steps", "1,2", "--backends", "torch,onnxruntime,tensorrt", "--dtypes", "fp32",
                        "--threads", "1", "--engine-dir", str(tmp_path), "--json", str(json_path)]) == 0
+    assert torch.get_num_threads() == threads  # --threads applies to the run only (float results depend on it)
     out = capsys.readouterr().out
     first = out.splitlines()[0]
     assert first.startswith("ppd-bench ") and "torch " in first and "threads 1" in first and "architecture bundled" in first
