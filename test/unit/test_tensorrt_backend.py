@@ -117,8 +117,8 @@ def test_small_helpers():
     with pytest.raises(ValueError):
         trtb.torch_dtype("FP4")
     assert trtb.workspace_bytes(8 << 30) == 2 << 30 and trtb.workspace_bytes(80 << 30) == 4 << 30
-    assert str(trtb.cache_folder(BackendOptions())).endswith(".cache/pixel_perfect_ros")
-    assert str(trtb.cache_folder(BackendOptions(engine_file_path="/tmp/e"))) == "/tmp/e"
+    assert str(BackendOptions().folder).endswith(".cache/pixel_perfect_ros")
+    assert str(BackendOptions(engine_file_path="/tmp/e").folder) == "/tmp/e"
 
 
 # ---- the glue around the engines, with stand-ins ---------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -56,6 +57,11 @@ class BackendOptions:
     force_engine_update: bool = False
     max_height: int = 768
     max_width: int = 1024
+
+    @property
+    def folder(self) -> Path:
+        """``engine_file_path``, or ~/.cache/pixel_perfect_ros when empty, with ~ expanded."""
+        return Path(self.engine_file_path or "~/.cache/pixel_perfect_ros").expanduser()
 
 
 class Backend(ABC):

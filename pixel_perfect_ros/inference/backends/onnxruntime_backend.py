@@ -9,7 +9,6 @@ CUDA: no IO binding yet). The Euler loop is ``pipeline.sample_depth`` with the s
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -19,7 +18,6 @@ from torch import nn
 from ..pipeline import sample_depth
 from .base import Backend, BackendOptions, BackendUnavailable
 
-DEFAULT_FOLDER = Path("~/.cache/pixel_perfect_ros")
 ONNX_OPSET = 18
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 _LOG = logging.getLogger(__name__)
@@ -76,9 +74,8 @@ class OnnxRuntimeBackend(Backend):
         self.providers = choose_providers(ort.get_available_providers(), self.device, dtype)
         from .. import onnx_export  # torch.onnx and onnx load only for this backend
 
-        folder = Path(options.engine_file_path) if options.engine_file_path else DEFAULT_FOLDER
         self.graphs = onnx_export.exported_graphs(
-            dit, encoder, folder, dtype=dtype, opset=ONNX_OPSET, max_height=options.max_height,
+            dit, encoder, options.folder, dtype=dtype, opset=ONNX_OPSET, max_height=options.max_height,
             max_width=options.max_width, force=options.force_engine_update, log=log or _LOG.info)
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = torch.get_num_threads()

@@ -158,11 +158,6 @@ def torch_dtype(trt_dtype) -> torch.dtype:
     return _TORCH_DTYPES[name]
 
 
-def cache_folder(options: BackendOptions) -> Path:
-    """Where the ONNX graphs and engines live (``engine_file_path``; '' = ~/.cache/pixel_perfect_ros)."""
-    return Path(options.engine_file_path or "~/.cache/pixel_perfect_ros").expanduser()
-
-
 def import_tensorrt():
     """The ``tensorrt`` module. Raises BackendUnavailable (with the install hint) when it is missing."""
     try:
@@ -330,7 +325,7 @@ class TensorRTBackend(Backend):
         self.profile = profile_shapes(options)
         from .. import onnx_export  # torch.onnx and onnx load only for this backend
 
-        folder = cache_folder(options)
+        folder = options.folder
         onnx_paths = onnx_export.exported_graphs(
             dit, encoder, folder, dtype=self.plan["onnx_dtype"], opset=ONNX_OPSET, max_height=options.max_height,
             max_width=options.max_width, force=options.force_engine_update, log=self.log)
