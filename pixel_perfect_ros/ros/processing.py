@@ -73,6 +73,14 @@ def backend_options(values: dict[str, Any]) -> BackendOptions:
                           max_height=values["max_processing_height"], max_width=values["max_processing_width"])
 
 
+def _device(name: str) -> torch.device:
+    """The torch device ``name``; ValueError for a CUDA device without CUDA (never silently the CPU)."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available to torch")
+    return device
+
+
 def load_pipeline(values: dict[str, Any], logger=None) -> PixelPerfectDepth:
     """The model of the node's parameter ``values`` (checkpoint, semantics, device, dtype, steps, seed,
     backend and its options, ...).
@@ -90,9 +98,7 @@ def load_pipeline(values: dict[str, Any], logger=None) -> PixelPerfectDepth:
     if bool(values["checkpoint"]) != bool(values["semantics"]):
         raise CheckpointError("set both 'checkpoint' and 'semantics', or neither for the bundled model.\n"
                               + download_instructions())
-    device = torch.device(values["device"])
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {values['device']!r} requested but CUDA is not available to torch")
+    device = _device(values["device"])
     seed = None if values["seed"] < 0 else values["seed"]
     bundled_model = not values["checkpoint"]
     if bundled_model:
@@ -128,9 +134,7 @@ def load_video_stream(values: dict[str, Any]) -> StreamingVideoDepth:
     if not values["checkpoint"] or not values["semantics"]:
         raise CheckpointError("video mode needs 'checkpoint' (ppvd.pth) and 'semantics' (Pi3 model.safetensors); "
                               "there is no bundled video model.\n" + video_download_instructions())
-    device = torch.device(values["device"])
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {values['device']!r} requested but CUDA is not available to torch")
+    device = _device(values["device"])
     try:
         model = PixelPerfectVideoDepth.from_checkpoints(
             values["checkpoint"], values["semantics"], steps=values["steps"], device=device, dtype=values["dtype"],
