@@ -36,7 +36,10 @@ Per pushed frame:
 Fits are solved at the network size (S x S), not at the input size as in ``align_video_depth``; bilinear
 resizing is linear, so only the per-pixel weighting differs.
 
-``timings_ms`` holds the wall time per stage of the last ``push`` (preprocess, semantics, sampling,
+At the end of a stream, ``flush`` runs a last incomplete group of fewer than K frames as a window with
+fewer new frames.
+
+``timings_ms`` holds the wall time per stage of the last ``push`` or ``flush`` (preprocess, semantics, sampling,
 postprocess) in milliseconds.
 """
 from __future__ import annotations
@@ -187,7 +190,7 @@ class StreamingVideoDepth:
         references: ``stream_cached``'s ``ReferencePass`` of the current reference set; None until the
             next group needs it (cleared on promotion, reset and re-anchoring).
         reference_passes: how many reference passes ``stream_cached`` ran since construction.
-        timings_ms: wall time of the last ``push`` per stage (``STAGES``), milliseconds.
+        timings_ms: wall time of the last ``push`` or ``flush`` per stage (``STAGES``), milliseconds.
 
     Raises:
         ValueError: for parameters out of range.
@@ -266,6 +269,19 @@ class StreamingVideoDepth:
             return []
         group, self.pending = self.pending, []
         return self._process(group)
+
+    @torch.inference_mode()
+    def flush(self) -> list[tuple[int, np.ndarray]]:
+        """At the end of a stream: run the frames waiting for their group of K as one window with fewer
+        new frames (3 references + the pending ones); ``timings_ms`` covers this run.
+
+        Returns:
+            (stamp_ns, depth) pairs of the pending frames as ``push`` returns them; empty if none waits.
+        """
+        self.timings_ms = dict.fromkeys(STAGES, 0.0)
+        self._clock = time.perf_counter()
+        group, self.pending = self.pending, []
+        return self._process(group) if group else []
 
     def _process(self, group: list[_Frame]) -> list[tuple[int, np.ndarray]]:
         """Predict, align and publish ``group``: one frame while filling, K frames once ready."""

@@ -96,6 +96,20 @@ def test_reset_makes_the_next_frame_the_anchor(model):
     assert [(entry.index, entry.stamp_ns) for entry in stream.cache.entries] == [(0, _stamp(7))]
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_flush_runs_the_incomplete_group_as_a_smaller_window(model, mode):
+    clip = _clip(5)  # 3 filling the cache, then 2 of a group of 4
+    stream = StreamingVideoDepth(model, frames_per_window=4, max_scale_jump=math.inf, mode=mode)
+    assert [stamp for stamp, _ in _stream(stream, clip)] == [_stamp(i) for i in range(3)]
+    flushed = stream.flush()
+    assert [stamp for stamp, _ in flushed] == [_stamp(3), _stamp(4)] and stream.pending == []
+    assert stream.flush() == [] and stream.timings_ms["sampling"] == 0.0
+    # the same window as a stream whose groups are of 2
+    expected = _stream(StreamingVideoDepth(model, frames_per_window=2, max_scale_jump=math.inf, mode=mode), clip)[3:]
+    for (_, depth), (_, want) in zip(flushed, expected, strict=True):
+        np.testing.assert_allclose(depth, want, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("scale, reanchors", [(-0.2, 1), (1.6, 1), (1.4, 0)])
 def test_bad_fit_re_anchors_on_the_current_frame(model, monkeypatch, scale, reanchors):
     """Fits 0, 1 are frames 1, 2 (filling); fit 2 is frame 3, the first [3 references + 1] window."""
