@@ -10,10 +10,11 @@ Service (video mode): ``~/reset_video`` (std_srvs/Trigger).
 Every output carries the source image's header (stamp and optical frame_id).
 
 Modes: ``image`` runs PPD on every frame on its own. ``video`` pushes every frame into a
-``StreamingVideoDepth`` (PPVD) with its stamp; each (stamp, depth) it returns, possibly several at once
-and later than the frame's push, is matched to the frame of that stamp kept by the worker and goes through
-the same ``FrameProcessor.finish`` as in image mode, published with that frame's header. The stream's
-references are cleared on ``reset_video`` (before the next frame is pushed) and when a stamp goes back.
+``StreamingVideoDepth`` (PPVD) with its stamp through ``processing.VideoFrameProcessor`` (shared with
+ppd-bag-eval); each (stamp, depth) it returns, possibly several at once and later than the frame's push,
+goes through the same ``FrameProcessor.finish`` as in image mode and is published with that frame's
+header. The stream's references are cleared on ``reset_video`` (before the next frame is pushed) and when
+a stamp goes back.
 
 Threads: the executor only pairs and hands frames over; inference runs in an ``InferenceWorker``
 behind a latest-frame-wins slot, so the executor never blocks and late frames are dropped and counted.
@@ -43,7 +44,7 @@ from std_msgs.msg import Empty, Header
 from std_srvs.srv import Trigger
 
 from ..inference.checkpoints import CheckpointError
-from ..inference.pipeline import DepthPrediction, PixelPerfectDepth
+from ..inference.pipeline import PixelPerfectDepth
 from ..inference.preprocess import processing_size
 from ..model.flow import sampling_timesteps
 from ..msg import DepthStatus
@@ -55,8 +56,8 @@ from .parameters import PARAMETERS, SPECS, check_parameters
 from .processing import (
     FrameProcessor,
     ProcessedFrame,
-    ReadFrame,
     Settings,
+    VideoFrameProcessor,
     load_pipeline,
     load_video_stream,
     model_id,
@@ -126,11 +127,11 @@ class DepthNode(Node):
         self._window = {"processed": 0, "rejected": 0, "failed": 0, "stage_sums": dict.fromkeys(STAGES, 0.0)}
         self._window_start = time.perf_counter()
         # Video mode. Executor side (under _lock): the reset request and the snapshot of the stream's state.
-        # Worker side only: the frames pushed and not yet returned, by stamp, and the last stamp pushed.
+        # Worker side only: the stream with the frames pushed and not yet returned.
         self._reset_request: str | None = None
         self._video_state = {"cache_state": "", "references": 0, "reanchors": 0, "resets": 0, "dropped": 0}
-        self._video_frames: dict[int, tuple[Frame, ReadFrame, Image | None]] = {}
-        self._last_stamp_ns: int | None = None
+        self._video_processor = (VideoFrameProcessor(self._stream, self._processor, self._on_video_reset)
+                                 if self._video else None)
         if self._video:
             self._video_state["cache_state"] = self._stream.cache.state
         self._pairer = self._make_pairer(values)
@@ -312,68 +313,37 @@ class DepthNode(Node):
         self._pub_status.publish(self._status(processed, settings, stages))
 
     def _process_video(self, frame: Frame) -> None:
-        """Video mode: push the frame into the stream, then finish and publish every frame it returns."""
+        """Video mode: push the frame into the stream, then publish every frame it returns."""
         settings = self._settings
         values = settings.values
-        header = frame.image.header
-        stamp = header_stamp_ns(header)
-        self._reset_if_asked(stamp)
-        if stamp in self._video_frames or stamp == self._last_stamp_ns:
-            self._reject(frame, "same stamp as an earlier frame of the stream")
-            return
-        try:
-            read = self._processor.read(frame.image, frame.info)
-        except ConversionError as error:
-            self._reject(frame, str(error))
-            return
-        sparse = self._sparse_for(header, values) if values["depth_mode"] == "sparse_topic" else None
-        self._video_frames[stamp] = (frame, read, sparse)
-        self._last_stamp_ns = stamp
-        try:
-            results = self._stream.push(read.rgb, stamp)
-        except Exception:
-            self._reset_stream()  # the stream failed: its pending frames are in an unknown state
-            raise
-        self._snapshot_video_state()
-        share = {stage: ms / len(results) for stage, ms in self._stream.timings_ms.items()} if results else {}
+        with self._lock:
+            request, self._reset_request = self._reset_request, None
+        sparse = self._sparse_for(frame.image.header, values) if values["depth_mode"] == "sparse_topic" else None
         want_points = self._pub_points.get_subscription_count() > 0 or not values["lazy"]
-        try:
-            for out_stamp, depth in results:  # (stamp ns, (H, W) float32 normalised log-depth), in push order
-                source, read, sparse = self._video_frames.pop(out_stamp)
-                prediction = DepthPrediction(depth=depth, processing_depth=depth, timings_ms=share)
-                self._publish(source, self._processor.finish(read, prediction, settings, sparse, want_points),
-                              settings)
-        except Exception:
-            self._reset_stream()  # the frames left of this push would never be published
-            raise
 
-    def _reset_if_asked(self, stamp_ns: int) -> None:
-        """Worker side, before a frame is pushed: apply a requested reset, or reset on a stamp going back."""
-        with self._lock:
-            reason, self._reset_request = self._reset_request, None
+        def publish(source: Frame, processed: ProcessedFrame) -> None:
+            self._snapshot_video_state()
+            self._publish(source, processed, settings)
+        reason = self._video_processor.push(frame, frame.image, frame.info, settings, publish, sparse, want_points,
+                                            reset_request=request)
         if reason is not None:
+            self._reject(frame, reason)
+            return
+        self._snapshot_video_state()
+
+    def _on_video_reset(self, reason: str, kind: str) -> None:
+        """Worker side, after the stream was reset: log why (a failure is logged as the frame's error)."""
+        if kind == "asked":
             self.get_logger().info(f"video stream reset: {reason}")
-        elif self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
-            reason = f"the stamp went back from {self._last_stamp_ns} to {stamp_ns} ns (bag loop or clock jump)"
+        elif kind == "stamp_back":
             self.get_logger().warning(f"video stream reset: {reason}")
-        if reason is not None:
-            self._reset_stream()
-
-    def _reset_stream(self) -> None:
-        """Clear the stream's references and the frames waiting in its group (counted as dropped)."""
-        self._stream.reset()
-        dropped = len(self._video_frames)
-        self._video_frames.clear()
-        self._last_stamp_ns = None
-        with self._lock:
-            self._video_state["resets"] += 1
-            self._video_state["dropped"] += dropped
         self._snapshot_video_state()
 
     def _snapshot_video_state(self) -> None:
+        video = self._video_processor
         with self._lock:
             self._video_state.update(cache_state=self._stream.cache.state, references=len(self._stream.cache.entries),
-                                     reanchors=self._stream.reanchors)
+                                     reanchors=self._stream.reanchors, resets=video.resets, dropped=video.dropped)
 
     def _request_reset(self, source: str) -> None:
         with self._lock:

@@ -2,13 +2,13 @@
 
 Image message -> RGB -> model -> reference alignment -> decoding -> flying-pixel filter -> the depth
 Image, CameraInfo and PointCloud2 the node publishes. ROS message types only (no rclpy node). The model
-step is the image pipeline (``FrameProcessor.process``) or, in video mode, the node's stream, whose
-per-frame depth goes through the same ``FrameProcessor.finish``.
+step is the image pipeline (``FrameProcessor.process``) or, in video mode, the stream of
+``VideoFrameProcessor``, whose per-frame depth goes through the same ``FrameProcessor.finish``.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,9 +123,19 @@ def load_pipeline(values: dict[str, Any], logger=None) -> PixelPerfectDepth:
 
 
 def load_video_stream(values: dict[str, Any]) -> StreamingVideoDepth:
-    """The video-mode model of the node's parameter ``values``: PPVD (``checkpoint`` ppvd.pth, ``semantics``
-    Pi3 model.safetensors; steps, seed, device, dtype) streamed as ``video_streaming`` with the video_*
-    parameters.
+    """The video-mode model of the node's parameter ``values``: PPVD (``load_video_model``) streamed as
+    ``video_stream`` gives.
+
+    Raises:
+        CheckpointError: for an unset, missing or unreadable model file (with the download instructions).
+        ValueError: for a CUDA device without CUDA.
+    """
+    return video_stream(load_video_model(values), values)
+
+
+def load_video_model(values: dict[str, Any]) -> PixelPerfectVideoDepth:
+    """PPVD of the node's parameter ``values``: ``checkpoint`` ppvd.pth, ``semantics`` Pi3 model.safetensors;
+    steps, seed, device, dtype.
 
     Raises:
         CheckpointError: for an unset, missing or unreadable model file (with the download instructions).
@@ -136,11 +146,15 @@ def load_video_stream(values: dict[str, Any]) -> StreamingVideoDepth:
                               "there is no bundled video model.\n" + video_download_instructions())
     device = _device(values["device"])
     try:
-        model = PixelPerfectVideoDepth.from_checkpoints(
+        return PixelPerfectVideoDepth.from_checkpoints(
             values["checkpoint"], values["semantics"], steps=values["steps"], device=device, dtype=values["dtype"],
             seed=None if values["seed"] < 0 else values["seed"])
     except CheckpointError as error:
         raise CheckpointError(f"{error}\n{video_download_instructions()}") from error
+
+
+def video_stream(model: PixelPerfectVideoDepth, values: dict[str, Any]) -> StreamingVideoDepth:
+    """A fresh stream of ``model`` as ``video_streaming`` with the video_* parameters of ``values``."""
     return StreamingVideoDepth(model, frames_per_window=values["video_frames_per_window"],
                                keyframe_every=values["video_keyframe_every"],
                                max_scale_jump=values["video_max_scale_jump"], mode=values["video_streaming"])
@@ -342,6 +356,110 @@ class FrameProcessor:
             messages_ms=(packed - postprocessed) * 1e3, nonfinite_pixels=frame.nonfinite_pixels,
             sparse_error=sparse_error,
         )
+
+
+class VideoFrameProcessor:
+    """Video mode's per-frame path without a node, shared by depth_node and ppd-bag-eval: each frame is
+    read and pushed into the stream with its stamp; each (stamp, depth) the stream returns (possibly
+    several at once, and later than the frame's push) is matched to the frame of that stamp and goes
+    through ``FrameProcessor.finish``.
+
+    The stream restarts (``reset``) when asked, when a stamp goes back (a bag looping, a clock jump) and
+    when the stream or the finishing of its frames fails (its pending frames are then in an unknown state).
+
+    Args:
+        stream: the streaming model.
+        processor: the per-frame path (its ``read`` and ``finish``).
+        on_reset: called after every reset with (why, kind): kind "asked", "stamp_back" or "error".
+
+    Attributes:
+        resets: how many times the stream was reset.
+        dropped: frames pushed but never returned, dropped by resets.
+    """
+
+    def __init__(self, stream: StreamingVideoDepth, processor: FrameProcessor,
+                 on_reset: Callable[[str, str], None] | None = None):
+        self.stream = stream
+        self.processor = processor
+        self.on_reset = on_reset
+        self.resets = 0
+        self.dropped = 0
+        # The frames pushed and not yet returned, by stamp: (caller's key, read frame, sparse depth).
+        self._frames: dict[int, tuple[Any, ReadFrame, Image | None]] = {}
+        self._last_stamp_ns: int | None = None
+
+    @property
+    def pending(self) -> int:
+        """Frames pushed and not yet returned (the stream's incomplete group)."""
+        return len(self._frames)
+
+    def push(self, key: Any, image: Image | CompressedImage, info: CameraInfo | None, settings: Settings,
+             on_frame: Callable[[Any, ProcessedFrame], None], sparse: Image | None = None,
+             want_points: bool = True, reset_request: str | None = None) -> str | None:
+        """Push one frame; finish every frame the stream returns and hand each to ``on_frame``, in order.
+
+        Args:
+            key: the caller's handle of the frame, given back to ``on_frame`` with its processed frame.
+            image, info, settings, sparse, want_points: as ``FrameProcessor.process``.
+            on_frame: called with (key, ``ProcessedFrame``) of each returned frame, as soon as it is finished.
+            reset_request: why the stream is to restart before this frame (None = no request).
+
+        Returns:
+            Why the frame was rejected (unreadable; the stamp of a frame already pushed), or None.
+
+        Raises:
+            Whatever the stream, ``finish`` or ``on_frame`` raise, after resetting the stream.
+        """
+        stamp = header_stamp_ns(image.header)
+        if reset_request is not None:
+            self.reset(reset_request, "asked")
+        elif self._last_stamp_ns is not None and stamp < self._last_stamp_ns:
+            self.reset(f"the stamp went back from {self._last_stamp_ns} to {stamp} ns (bag loop or clock jump)",
+                       "stamp_back")
+        if stamp in self._frames or stamp == self._last_stamp_ns:
+            return "same stamp as an earlier frame of the stream"
+        try:
+            read = self.processor.read(image, info)
+        except ConversionError as error:
+            return str(error)
+        self._frames[stamp] = (key, read, sparse)
+        self._last_stamp_ns = stamp
+        self._finish(self.stream.push, (read.rgb, stamp), settings, on_frame, want_points)
+        return None
+
+    def flush(self, settings: Settings, on_frame: Callable[[Any, ProcessedFrame], None],
+              want_points: bool = True) -> None:
+        """At the end of a stream: run the frames waiting for their group (``StreamingVideoDepth.flush``)
+        and hand each to ``on_frame`` as ``push`` does."""
+        self._finish(self.stream.flush, (), settings, on_frame, want_points)
+
+    def reset(self, reason: str, kind: str) -> None:
+        """Clear the stream's references and the frames waiting in its group (counted as dropped)."""
+        self.stream.reset()
+        self.dropped += len(self._frames)
+        self.resets += 1
+        self._frames.clear()
+        self._last_stamp_ns = None
+        if self.on_reset is not None:
+            self.on_reset(reason, kind)
+
+    def _finish(self, run: Callable, args: tuple, settings: Settings, on_frame: Callable[[Any, ProcessedFrame], None],
+                want_points: bool) -> None:
+        """``run(*args)`` on the stream, then finish the frames it returns (sharing its timings_ms)."""
+        try:
+            results = run(*args)
+        except Exception:
+            self.reset("the stream failed", "error")  # its pending frames are in an unknown state
+            raise
+        share = {stage: ms / len(results) for stage, ms in self.stream.timings_ms.items()} if results else {}
+        try:
+            for out_stamp, depth in results:  # (stamp ns, (H, W) float32 normalised log-depth), in push order
+                key, read, sparse = self._frames.pop(out_stamp)
+                prediction = DepthPrediction(depth=depth, processing_depth=depth, timings_ms=share)
+                on_frame(key, self.processor.finish(read, prediction, settings, sparse, want_points))
+        except Exception:
+            self.reset("finishing a frame failed", "error")  # the frames left of this push would never be done
+            raise
 
 
 def _reference(mode: str, prediction: DepthPrediction, sparse: Image | None) -> tuple[np.ndarray, np.ndarray, str]:
