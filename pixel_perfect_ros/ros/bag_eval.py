@@ -2,7 +2,9 @@
 
 Per bag (``ros/bag_io.py`` reads it): each image with its CameraInfo, ground truth, sensor depth and pose
 (matched by stamp) goes through ``FrameProcessor`` (the node's own path: decoding, model, depth mode,
-filters, messages); the outputs go to a new bag (``depth/image``, ``depth/camera_info``,
+filters, messages), or in video mode through ``VideoFrameProcessor`` (the node's stream, one per bag, the
+frames in bag order; the last incomplete group of K frames is flushed at the end of the bag); the outputs
+go to a new bag (``depth/image``, ``depth/camera_info``,
 ``depth/points``) and the depth to ``tools/evaluation.py`` (metrics.json, frames.csv, report.html).
 Several bags run in a process pool, or on a Ray cluster with ``--ray``, and get one aggregated report.
 
@@ -28,7 +30,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -39,13 +41,23 @@ from tqdm import tqdm
 
 from ..inference.checkpoints import CheckpointError
 from ..inference.pipeline import PixelPerfectDepth
+from ..inference.video_pipeline import PixelPerfectVideoDepth
 from ..tools.cli import non_negative_float, parameter_assignment, positive_int
 from ..tools.evaluation import Evaluation, headline_rows, write_aggregate_report, write_json_atomic
 from ..tools.report import markdown_table
 from .bag_io import STORAGES, BagError, BagFrame, BagRecorder, CameraTopics, bag_extent, camera_frames
 from .conversions import ConversionError
 from .parameters import PARAMETERS, SPECS, check_parameters
-from .processing import FrameProcessor, Settings, load_pipeline, model_id
+from .processing import (
+    FrameProcessor,
+    ProcessedFrame,
+    Settings,
+    VideoFrameProcessor,
+    load_pipeline,
+    load_video_model,
+    model_id,
+    video_stream,
+)
 
 OUTPUT_TOPICS = ("/depth/image", "/depth/camera_info", "/depth/points")
 EXIT_CODES = {"ok": 0, "failed": 1, "bad_input": 2, "interrupted": 130}
@@ -104,7 +116,7 @@ def node_parameters(params_file: Path | None, overrides: list[tuple[str, str]]) 
 
     Raises:
         ValueError: an unreadable params file, an unknown name (the message lists the valid ones), a value
-            of the wrong type, values ``check_parameters`` rejects, or mode video.
+            of the wrong type, or values ``check_parameters`` rejects.
     """
     given: dict[str, Any] = {}
     if params_file is not None:
@@ -119,8 +131,6 @@ def node_parameters(params_file: Path | None, overrides: list[tuple[str, str]]) 
     reason = check_parameters(values)
     if reason:
         raise ValueError(reason)
-    if values["mode"] != "image":
-        raise ValueError(f"mode {values['mode']} is not supported by ppd-bag-eval yet (image mode only)")
     return values
 
 
@@ -206,11 +216,11 @@ class BagJob:
 
 
 @lru_cache(maxsize=1)
-def _pipeline(values_json: str) -> tuple[PixelPerfectDepth, dict[str, Any]]:
-    """The model of these parameter values (JSON), and the values as ``load_pipeline`` filled them; kept
-    for the next bag of the same worker process."""
+def _pipeline(values_json: str) -> tuple[PixelPerfectDepth | PixelPerfectVideoDepth, dict[str, Any]]:
+    """The model of these parameter values (JSON): PPD, or PPVD in video mode; and the values as
+    ``load_pipeline`` filled them. Kept for the next bag of the same worker process."""
     values = json.loads(values_json)
-    return load_pipeline(values), values
+    return (load_video_model(values) if values["mode"] == "video" else load_pipeline(values)), values
 
 
 def _bag_info(path: Path, topic: str) -> tuple[int | None, int | None]:
@@ -230,22 +240,31 @@ def _open_outputs(job: BagJob, stack: ExitStack) -> BagRecorder:
     return stack.enter_context(BagRecorder(job.out / "depth_bag", job.storage))
 
 
-def _process_frame(frame: BagFrame, processor: FrameProcessor, settings: Settings, recorder: BagRecorder,
-                   evaluation: Evaluation, tolerance_ns: int) -> str | None:
-    """One frame through the node's path into the output bag and the evaluation; why it was rejected, or None."""
-    camera_info = settings.values["intrinsics_source"] == "camera_info"
-    if camera_info and frame.camera_info is None:
-        return f"no CameraInfo within {tolerance_ns / 1e6:g} ms"
-    try:
-        processed = processor.process(frame.image, frame.camera_info if camera_info else None, settings,
-                                      sparse=frame.sparse)
-    except ConversionError as error:
-        return str(error)
+def _record(recorder: BagRecorder, evaluation: Evaluation, frame: BagFrame, processed: ProcessedFrame) -> None:
+    """One processed frame into the output bag (at its image's stamp) and the evaluation."""
     for topic, msg in zip(OUTPUT_TOPICS, (processed.depth_msg, processed.info_msg, processed.points_msg)):
         if msg is not None:
             recorder.write(topic, msg, frame.stamp_ns)
     evaluation.add(frame.stamp_ns, processed.rgb, frame.gt_depth, processed.K, processed.depth, processed.is_metric,
                    frame.pose, {**processed.stages_ms, "messages_ms": processed.messages_ms})
+
+
+def _process_frame(frame: BagFrame, processor: FrameProcessor, video: VideoFrameProcessor | None,
+                   settings: Settings, record: Callable[[BagFrame, ProcessedFrame], None],
+                   tolerance_ns: int) -> str | None:
+    """One frame through the node's path to ``record``: in video mode, the frames the stream returns for
+    it (possibly none, or several); why it was rejected, or None."""
+    camera_info = settings.values["intrinsics_source"] == "camera_info"
+    if camera_info and frame.camera_info is None:
+        return f"no CameraInfo within {tolerance_ns / 1e6:g} ms"
+    info = frame.camera_info if camera_info else None
+    if video is not None:
+        return video.push(frame, frame.image, info, settings, record, sparse=frame.sparse)
+    try:
+        processed = processor.process(frame.image, info, settings, sparse=frame.sparse)
+    except ConversionError as error:
+        return str(error)
+    record(frame, processed)
     return None
 
 
@@ -255,7 +274,10 @@ def evaluate_bag(job: BagJob, progress: bool = False, stop: Callable[[], bool] |
     Outputs (created at the first image; nothing when the bag is unusable from the start): ``job.out``
     with ``depth_bag/`` (closed and valid whatever happens), ``frames.csv``, ``report.html`` and
     ``metrics.json`` (written last; ``complete: false`` until the bag is done, and for an interrupted or
-    failed bag). Frames whose image cannot be decoded, or that lack a CameraInfo, are counted as rejected.
+    failed bag). Frames whose image cannot be decoded, or that lack a CameraInfo, are counted as rejected;
+    in video mode also a frame with the stamp of the one before it. Video mode: a stamp going back resets
+    the stream (the frames waiting in its group are dropped: counted as not predicted); the last
+    incomplete group is flushed when the bag ends (not when it is interrupted or fails: not predicted).
 
     Args:
         job: the bag and settings.
@@ -277,6 +299,7 @@ def evaluate_bag(job: BagJob, progress: bool = False, stop: Callable[[], bool] |
         return {**result, "status": "bad_input", "message": f"cannot load the model: {error}"}
     result["model"] = model_id(values)
     settings, processor = Settings.from_values(values), FrameProcessor(pipeline)
+    video = VideoFrameProcessor(video_stream(pipeline, values), processor) if values["mode"] == "video" else None
     evaluation = Evaluation(f"ppd-bag-eval: {job.bag.name}")
     start_ns, count = _bag_info(job.bag, job.topics.image)
     bounds = [None if s is None or start_ns is None else start_ns + round(s * 1e9) for s in (job.start_s, job.end_s)]
@@ -292,10 +315,13 @@ def evaluate_bag(job: BagJob, progress: bool = False, stop: Callable[[], bool] |
                     raise KeyboardInterrupt
                 if recorder is None:
                     recorder = _open_outputs(job, stack)
-                reason = _process_frame(frame, processor, settings, recorder, evaluation, job.tolerance_ns)
+                    record = partial(_record, recorder, evaluation)
+                reason = _process_frame(frame, processor, video, settings, record, job.tolerance_ns)
                 if reason:
                     rejected[reason] += 1
                 bar.update()
+            if video is not None and recorder is not None:
+                video.flush(settings, record)  # the last group of fewer than K frames
         except KeyboardInterrupt:
             result.update(status="interrupted", message="interrupted (Ctrl-C)")
         except BagError as error:
@@ -308,10 +334,13 @@ def evaluate_bag(job: BagJob, progress: bool = False, stop: Callable[[], bool] |
         if result["status"] == "ok":
             result.update(status="bad_input", message=f"no image on {job.topics.image} in the selected range")
         return result
-    result["frames"] = len(evaluation.frames) + sum(rejected.values())
+    not_predicted = video.dropped + video.pending if video is not None else 0
+    result["frames"] = len(evaluation.frames) + sum(rejected.values()) + not_predicted
+    notes = _notes(job, values, result, rejected, recorder.counts)
+    if video is not None:
+        notes.update(_video_notes(values, video))
     with _sigint_deferred() as interrupted:  # the report is written whole
-        summary = evaluation.write(job.out, complete=result["status"] == "ok",
-                                   notes=_notes(job, values, result, rejected, recorder.counts))
+        summary = evaluation.write(job.out, complete=result["status"] == "ok", notes=notes)
     if interrupted and result["status"] == "ok":  # the bag is complete; the run stops
         result.update(status="interrupted", message="interrupted (Ctrl-C) while writing its complete report")
     return {**result, "summary": summary, "report": f"{job.out.name}/report.html"}
@@ -320,14 +349,23 @@ def evaluate_bag(job: BagJob, progress: bool = False, stop: Callable[[], bool] |
 def _notes(job: BagJob, values: dict[str, Any], result: dict, rejected: Counter, counts: dict[str, int]) -> dict:
     """The report's key/value lines about the run of one bag."""
     topics = ", ".join(f"{role} {topic}" for role, topic in vars(job.topics).items() if topic and role != "pose_frames")
+    size = "" if values["mode"] == "video" else f", target area {values['target_area']} px"
     return {"bag": str(job.bag), "status": result["message"] or "complete", "model": result["model"],
-            "depth mode": values["depth_mode"],
-            "inference": f"{values['device']} {values['dtype']}, {values['steps']} steps, "
-                         f"target area {values['target_area']} px",
+            "mode": values["mode"], "depth mode": values["depth_mode"],
+            "inference": f"{values['device']} {values['dtype']}, {values['steps']} steps{size}",
             "topics": topics, "frames read": str(result["frames"]), "frames rejected": str(sum(rejected.values())),
             **{f"rejected: {reason}": str(n) for reason, n in rejected.items()},
             "output bag": f"{job.out / 'depth_bag'}: " + ", ".join(f"{t} {n}" for t, n in counts.items()),
             "elapsed": f"{result['seconds']:.1f} s ({result['frames'] / max(result['seconds'], 1e-9):.2f} frames/s)"}
+
+
+def _video_notes(values: dict[str, Any], video: VideoFrameProcessor) -> dict:
+    """The report's lines about video mode: the stream's parameters, its resets and re-anchorings, and the
+    frames it never returned (dropped by a reset, or left in an incomplete group when the bag stopped early)."""
+    return {**{name.replace("_", " "): str(values[name]) for name in (
+                "video_streaming", "video_frames_per_window", "video_keyframe_every", "video_max_scale_jump")},
+            "video resets": str(video.resets), "video reanchors": str(video.stream.reanchors),
+            "frames not predicted": str(video.dropped + video.pending)}
 
 
 @contextmanager
@@ -501,6 +539,9 @@ def _argument_error(args: argparse.Namespace, values: dict[str, Any]) -> str | N
         return "--sparse-topic and -p depth_mode:=sparse_topic go together"
     if args.pose_frames and not args.pose_topic:
         return "--pose-frames needs --pose-topic"
+    if values["mode"] == "video" and not (values["checkpoint"] and values["semantics"]):
+        return ("video mode needs -p checkpoint:=<ppvd.pth> and -p semantics:=<Pi3 model.safetensors> "
+                "(there is no bundled video model)")
     if args.start is not None and args.end is not None and args.end < args.start:
         return f"--end {args.end} is before --start {args.start}"
     return None
@@ -529,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
                           pose_frames=tuple(args.pose_frames) if args.pose_frames else None)
     jobs = [BagJob(bag, out, topics, values, round(args.tolerance_ms * 1e6), args.start, args.end, args.stride,
                    args.storage) for bag, out in zip(bags, outs)]
-    if not values["checkpoint"]:
+    if not values["checkpoint"]:  # image mode (video mode needs its files)
         print("ppd-bag-eval: no checkpoint set: the bundled tiny model (trained on synthetic rooms only)",
               file=sys.stderr)
     if not args.depth_topic:

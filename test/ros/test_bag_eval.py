@@ -1,4 +1,5 @@
-"""ppd-bag-eval end to end on small synthetic bags with the bundled model: outputs, inputs, failures, parallel runs."""
+"""ppd-bag-eval end to end on small synthetic bags with the bundled model: outputs, inputs, failures, parallel runs;
+video mode on tiny random PPVD + Pi3 files."""
 import json
 import math
 import os
@@ -11,13 +12,16 @@ import cv2
 import numpy as np
 import pytest
 import ray
+from checkpoint_files import write_video_checkpoints
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from ros_harness import bag_messages
 
+from pixel_perfect_ros.inference.video_pipeline import PixelPerfectVideoDepth
+from pixel_perfect_ros.inference.video_stream import StreamingVideoDepth
 from pixel_perfect_ros.ros import bag_eval
 from pixel_perfect_ros.ros.bag_io import BagRecorder, CameraTopics, camera_frames
-from pixel_perfect_ros.ros.conversions import depth_to_image, rgb8_to_image
+from pixel_perfect_ros.ros.conversions import depth_to_image, message_to_rgb8, rgb8_to_image
 from pixel_perfect_ros.ros.processing import FrameProcessor
 from pixel_perfect_ros.synthetic.bag import synthetic_camera_bag
 from pixel_perfect_ros.tools.evaluation import Evaluation
@@ -227,6 +231,91 @@ def test_ray_runs_the_same_per_bag_work(bags, tmp_path, local_ray):
         check_output_bag(out / name / "depth_bag", image_stamps(bags[name]))
         assert metrics(out / name)["complete"] is True
     assert set(metrics(out)["bags"]) == {"room", "mcap"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Video mode
+# --------------------------------------------------------------------------------------------------
+
+VIDEO_FRAMES = 8
+"""3 filling the cache, then a group of 4 and an incomplete group of 1 (K = 4)."""
+ALL_TOPICS = CameraTopics("/camera/image", "/camera/camera_info", "/camera/depth_gt", pose="/camera/pose")
+
+
+@pytest.fixture(scope="module")
+def video_setup(tmp_path_factory) -> tuple[Path, tuple[Path, Path]]:
+    """A synthetic bag of VIDEO_FRAMES frames, and the tiny video model files (ppvd.pth, pi3.safetensors)."""
+    root = tmp_path_factory.mktemp("video")
+    return synthetic_camera_bag(root / "clip", VIDEO_FRAMES, H, W, seed=6), write_video_checkpoints(root)
+
+
+def video_params(checkpoints: tuple[Path, Path], frames_per_window: int) -> list[str]:
+    ppvd, pi3 = checkpoints
+    return ["-p", "mode:=video", "-p", f"checkpoint:={ppvd}", "-p", f"semantics:={pi3}", "-p", "steps:=1",
+            "-p", f"video_frames_per_window:={frames_per_window}"]
+
+
+def offline_stream(checkpoints, rgbs: list[np.ndarray], frames_per_window: int) -> list[np.ndarray]:
+    """The normalised depth of each frame streamed outside ROS (the last group flushed), in order."""
+    model = PixelPerfectVideoDepth.from_checkpoints(*checkpoints, steps=1, seed=0)
+    stream = StreamingVideoDepth(model, frames_per_window=frames_per_window)
+    out = [result for i, rgb in enumerate(rgbs) for result in stream.push(rgb, i)] + stream.flush()
+    assert [stamp for stamp, _ in out] == list(range(len(rgbs)))
+    return [depth for _, depth in out]
+
+
+@pytest.mark.parametrize("frames_per_window", [1, 4])
+def test_video_mode_gives_every_frame_its_streamed_depth(video_setup, tmp_path, frames_per_window):
+    bag, checkpoints = video_setup
+    out = tmp_path / "out"
+    assert bag_eval.main([str(bag), "--out", str(out), *TOPICS, "--pose-topic", "/camera/pose",
+                          *video_params(checkpoints, frames_per_window)]) == 0
+
+    stamps = image_stamps(bag)
+    check_output_bag(out / "clip" / "depth_bag", stamps)  # the incomplete last group flushed, in order
+    saved = metrics(out / "clip")
+    notes = saved["notes"]
+    assert saved["complete"] is True and notes["mode"] == "video"
+    assert (notes["video streaming"], notes["video frames per window"]) == ("stream_exact", str(frames_per_window))
+    assert (notes["video resets"], notes["frames not predicted"], notes["frames read"]) == ("0", "0", str(VIDEO_FRAMES))
+    assert saved["summary"]["frames"]["scored"] == VIDEO_FRAMES
+    assert saved["summary"]["tae"]["frames"] == VIDEO_FRAMES and math.isfinite(saved["summary"]["tae"]["tae"])
+    assert [frame["stamp_ns"] for frame in saved["frames"]] == stamps
+
+    rgbs = [message_to_rgb8(frame.image) for frame in camera_frames(bag, ALL_TOPICS)]
+    expected = offline_stream(checkpoints, rgbs, frames_per_window)
+    for (_, raw), normalised in zip(bag_messages(out / "clip" / "depth_bag")["/depth/image"], expected, strict=True):
+        depth = np.frombuffer(deserialize_message(raw, Image).data, "<f4").reshape(H, W)
+        np.testing.assert_allclose(depth, np.exp(normalised.astype(np.float64)).astype(np.float32), rtol=1e-5)
+
+
+def test_video_mode_resets_when_the_stamps_go_back(video_setup, tmp_path):
+    source, checkpoints = video_setup
+    frames = list(camera_frames(source, ALL_TOPICS))
+    looped = tmp_path / "looped"
+    with BagRecorder(looped) as recorder:  # as a looping player is recorded: the header stamps go back
+        for n, frame in enumerate(frames[:4] + frames[:1]):
+            time_ns = (n + 1) * 10**9  # recording time goes on
+            for topic, msg in (("/camera/camera_info", frame.camera_info),
+                               ("/camera/depth_gt", depth_to_image(frame.gt_depth, frame.image.header)),
+                               ("/camera/image", frame.image)):
+                recorder.write(topic, msg, time_ns)
+    out = tmp_path / "out"
+    assert bag_eval.main([str(looped), "--out", str(out), *TOPICS, *video_params(checkpoints, 2)]) == 0
+
+    # 3 frames fill the cache, the 4th waits for its group of 2 and is dropped by the reset; the first
+    # frame again is the anchor of a fresh stream: the same depth as the first time
+    notes = metrics(out / "looped")["notes"]
+    assert (notes["video resets"], notes["frames not predicted"], notes["frames read"]) == ("1", "1", "5")
+    written = bag_messages(out / "looped" / "depth_bag")["/depth/image"]  # in bag time order
+    assert sorted(t for t, _ in written) == sorted(f.stamp_ns for f in frames[:3] + frames[:1])
+    first = [deserialize_message(raw, Image).data for t, raw in written if t == frames[0].stamp_ns]
+    assert len(first) == 2 and first[0] == first[1]
+
+
+def test_video_mode_needs_its_model_files(bags, tmp_path, capsys):
+    assert bag_eval.main([str(bags["room"]), "--out", str(tmp_path / "out"), *TOPICS, "-p", "mode:=video"]) == 2
+    assert "video mode needs -p checkpoint" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------
