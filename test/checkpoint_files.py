@@ -73,3 +73,15 @@ def write_moge2_checkpoint(path: Path, seed: int = 2) -> dict:
     ckpt = {"model_config": TINY_MOGE2_CONFIG, "model": dict(model.state_dict())}
     torch.save(ckpt, path)
     return ckpt
+
+
+def assert_matches_manifest(module: torch.nn.Module, entries: dict) -> None:
+    """``module``'s state dict has exactly the manifest's keys (an official ``*_manifest.json``'s "keys"),
+    each with its shape, dtype and kind (parameter or buffer)."""
+    state = module.state_dict()
+    assert set(state) == set(entries)
+    parameters = dict(module.named_parameters())
+    for key, entry in entries.items():
+        assert list(state[key].shape) == entry["shape"], key
+        assert str(state[key].dtype).removeprefix("torch.") == entry["dtype"], key
+        assert (key in parameters) == (entry["kind"] == "parameter"), key

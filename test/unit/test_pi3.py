@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from checkpoint_files import assert_matches_manifest
 
 from pixel_perfect_ros.inference.checkpoints import (
     PI3_IGNORED,
@@ -146,13 +147,7 @@ def test_full_size_keys_match_official_manifest(fixtures_dir):
     assert len(ignored) == 216 and len(entries) == 1210 - 216
     with torch.device("meta"):
         model = Pi3Semantics.from_architecture(**PI3_ARCHITECTURE)
-    state = model.state_dict()
-    assert set(state) == set(entries)
-    parameters = dict(model.named_parameters())
-    for key, entry in entries.items():
-        assert list(state[key].shape) == entry["shape"], key
-        assert str(state[key].dtype).removeprefix("torch.") == entry["dtype"], key
-        assert (key in parameters) == (entry["kind"] == "parameter"), key
+    assert_matches_manifest(model, entries)
     assert isinstance(model, SemanticsEncoder) and model.out_dim == 2048
     # The released architecture is also what the shapes imply.
     meta_state = {k: torch.empty(v["shape"], device="meta") for k, v in official["keys"].items()}

@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from checkpoint_files import assert_matches_manifest
 
 from pixel_perfect_ros.model import dinov2
 from pixel_perfect_ros.model.dinov2 import DinoVisionTransformer, dinov2_from_name
@@ -251,22 +252,12 @@ def manifest(fixtures_dir):
     return json.loads((fixtures_dir / "semantics_encoders_state_dict_manifest.json").read_text())
 
 
-def _assert_matches_manifest(module: torch.nn.Module, entries: dict):
-    state = module.state_dict()
-    assert set(state) == set(entries)
-    parameters = dict(module.named_parameters())
-    for key, entry in entries.items():
-        assert list(state[key].shape) == entry["shape"], key
-        assert str(state[key].dtype).removeprefix("torch.") == entry["dtype"], key
-        assert (key in parameters) == (entry["kind"] == "parameter"), key
-
-
 def test_full_size_da2_keys_match_official(manifest):
     entries = manifest["DA2_DepthAnythingV2_vitl_as_built_by_PPD"]["keys"]
     assert len(entries) == 343
     with torch.device("meta"):
         model = DepthAnythingV2Semantics.from_backbone_name("dinov2_vitl14")
-    _assert_matches_manifest(model, entries)
+    assert_matches_manifest(model, entries)
     assert model.out_dim == 1024
 
 
@@ -276,7 +267,7 @@ def test_full_size_moge2_encoder_keys_match_official(manifest):
     assert len(entries) == 2 + 343 + 8
     with torch.device("meta"):
         model = MoGe2Semantics.from_config(official["model_config_used"]["encoder"])
-    _assert_matches_manifest(model, entries)
+    assert_matches_manifest(model, entries)
     assert model.out_dim == 1024 and model.encoder.layer_indices == [5, 11, 17, 23]
 
 
