@@ -5,7 +5,7 @@ Per bag (``ros/bag_io.py`` reads it): each image with its CameraInfo, ground tru
 filters, messages), or in video mode through ``VideoFrameProcessor`` (the node's stream, one per bag, the
 frames in bag order; the last incomplete group of K frames is flushed at the end of the bag); the outputs
 go to a new bag (``depth/image``, ``depth/camera_info``,
-``depth/points``) and the depth to ``tools/evaluation.py`` (metrics.json, frames.csv, report.html).
+``depth/points``) and the depth to ``evaluation/sequence.py`` (metrics.json, frames.csv, report.html).
 Several bags run in a process pool, or on a Ray cluster with ``--ray``, and get one aggregated report.
 
 Exit status: 0 every bag evaluated; 1 a bag failed while processing; 2 bad arguments or an unusable bag
@@ -43,8 +43,8 @@ from ..inference.checkpoints import CheckpointError
 from ..inference.pipeline import PixelPerfectDepth
 from ..inference.video_pipeline import PixelPerfectVideoDepth
 from ..tools.cli import non_negative_float, parameter_assignment, positive_int
-from ..tools.evaluation import Evaluation, headline_rows, write_aggregate_report, write_json_atomic
-from ..tools.report import markdown_table
+from ..evaluation.sequence import Evaluation, headline_rows, write_aggregate_report, write_json_atomic
+from ..evaluation.report import markdown_table
 from .bag_io import STORAGES, BagError, BagFrame, BagRecorder, CameraTopics, bag_extent, camera_frames
 from .conversions import ConversionError
 from .parameters import PARAMETERS, SPECS, check_parameters

@@ -7,7 +7,7 @@ the node's inputs, on the bag's header-stamp timing scaled by ``--rate`` (late f
 is skipped; ``--clock`` also publishes ``/clock`` in bag time) or ``--paced`` (each frame once the
 previous one's outputs have arrived), and record every output to ``OUT/depth_bag`` (bag time = header
 stamp) until outputs stop. [3/3] pair the outputs with the source frames by stamp and write
-``OUT/report/`` (``tools/evaluation.py``: metrics.json, frames.csv, report.html; and replay.json):
+``OUT/report/`` (``evaluation/sequence.py``: metrics.json, frames.csv, report.html; and replay.json):
 accuracy where the bag has ground truth, and what offline evaluation cannot see: frames lost on the
 way, end-to-end latency, stamps.
 
@@ -42,7 +42,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from pixel_perfect_ros.msg import DepthStatus
 
 from ..tools.cli import parameter_assignment, positive_float
-from ..tools.evaluation import Evaluation, headline_rows, write_json_atomic
+from ..evaluation.sequence import Evaluation, headline_rows, write_json_atomic
 from .bag_io import BagError, BagFrame, BagRecorder, CameraTopics, bag_extent, camera_frames, installed_share_file
 from .conversions import camera_info_to_intrinsics, header_stamp_ns, image_to_depth, message_to_rgb8
 from .parameters import SPECS

@@ -22,7 +22,7 @@ from ..inference.checkpoints import CheckpointError
 from ..inference.pipeline import DTYPES, PixelPerfectDepth
 from ..inference.preprocess import DEFAULT_TARGET_AREA
 from .cli import add_model_arguments, positive_int, resolve_model_files
-from .depth_io import write_depth
+from ..evaluation.depth_io import write_depth
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 

@@ -19,7 +19,7 @@ from ..inference.checkpoints import CheckpointError, video_download_instructions
 from ..inference.video_pipeline import PixelPerfectVideoDepth
 from ..inference.video_windows import num_windows
 from .cli import positive_int
-from .depth_io import colorize
+from ..evaluation.depth_io import colorize
 from .infer import IMAGE_SUFFIXES
 
 FOLDER_FPS = 10.0

@@ -1,4 +1,4 @@
-"""Sequence evaluation (tools/evaluation.py): metric values on hand-made depth maps, summaries, report files."""
+"""Sequence evaluation (evaluation/sequence.py): metric values on hand-made depth maps, summaries, report files."""
 import csv
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from pixel_perfect_ros.tools.evaluation import Evaluation, write_aggregate_report
+from pixel_perfect_ros.evaluation.sequence import Evaluation, write_aggregate_report
 
 H, W = 48, 64
 K = np.array([[60.0, 0.0, 31.5], [0.0, 60.0, 23.5], [0.0, 0.0, 1.0]])

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pixel_perfect_ros.tools.depth_io import from_png16, to_png16
+from pixel_perfect_ros.evaluation.depth_io import from_png16, to_png16
 from pixel_perfect_ros.tools.infer import build_parser, main, unique_stems
 
 

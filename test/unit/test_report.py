@@ -1,4 +1,4 @@
-"""Report helpers (tools/report.py): metrics of a frame, colourising, depth strips, point-cloud views."""
+"""Report helpers (evaluation/report.py): metrics of a frame, colourising, depth strips, point-cloud views."""
 import json
 import math
 
@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pixel_perfect_ros.tools import report
-from pixel_perfect_ros.tools.depth_io import colorize, colorize_depth
+from pixel_perfect_ros.evaluation import report
+from pixel_perfect_ros.evaluation.depth_io import colorize, colorize_depth
 
 H, W = 48, 64
 K = np.array([[60.0, 0.0, 31.5], [0.0, 60.0, 23.5], [0.0, 0.0, 1.0]])

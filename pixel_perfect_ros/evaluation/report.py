@@ -1,7 +1,7 @@
 """Depth-evaluation report helpers (numpy and OpenCV only): colourised depth strips, point-cloud views,
 JSON and Markdown output.
 
-Used by ``tools/evaluation.py`` (the reports of ppd-bag-eval, ppd-bag-replay and ppd-demo). Images are OpenCV BGR
+Used by ``evaluation/sequence.py`` (the reports of ppd-bag-eval, ppd-bag-replay and ppd-demo). Images are OpenCV BGR
 uint8; depth is metres along the optical axis of the camera optical frame (x right, y down, z
 forward), NaN = invalid.
 """
