@@ -1,6 +1,6 @@
 """``ppd-demo``: the whole pipeline on a synthetic camera bag, ending in a report.
 
-Renders a synthetic camera bag (``synthetic/bag.py``) and replays it with ``ppd-bag-replay``'s machinery
+Renders a synthetic camera bag (``ros/synthetic_bag.py``) and replays it with ``ppd-bag-replay``'s machinery
 (``ros/bag_replay.py``): depth_node started as a subprocess in the metric ``sparse_topic`` mode (the
 bundled model unless official files are given), each frame published over DDS with a simulated sparse
 LiDAR, paced (the next once the previous one's outputs have arrived), every output recorded to
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..inference.checkpoints import SEMANTICS_TYPES
-from ..synthetic.bag import synthetic_camera_bag
+from .synthetic_bag import synthetic_camera_bag
 from ..tools.cli import image_size, positive_int
 from .bag_io import BagFrame, CameraTopics, camera_frames
 from .bag_replay import ReplayOptions, replay_bag

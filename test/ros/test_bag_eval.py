@@ -23,7 +23,7 @@ from pixel_perfect_ros.ros import bag_eval
 from pixel_perfect_ros.ros.bag_io import BagRecorder, CameraTopics, camera_frames
 from pixel_perfect_ros.ros.conversions import depth_to_image, message_to_rgb8, rgb8_to_image
 from pixel_perfect_ros.ros.processing import FrameProcessor
-from pixel_perfect_ros.synthetic.bag import synthetic_camera_bag
+from pixel_perfect_ros.ros.synthetic_bag import synthetic_camera_bag
 from pixel_perfect_ros.evaluation.sequence import Evaluation
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

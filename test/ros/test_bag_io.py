@@ -11,7 +11,7 @@ from std_msgs.msg import Header
 from pixel_perfect_ros.msg import DepthStatus
 from pixel_perfect_ros.ros.bag_io import BagError, BagRecorder, CameraTopics, bag_extent, camera_frames
 from pixel_perfect_ros.ros.conversions import depth_to_image, rgb8_to_image
-from pixel_perfect_ros.synthetic.bag import synthetic_camera_bag
+from pixel_perfect_ros.ros.synthetic_bag import synthetic_camera_bag
 
 MS = 1_000_000
 

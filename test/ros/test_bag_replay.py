@@ -15,7 +15,7 @@ from pixel_perfect_ros.msg import DepthStatus
 from pixel_perfect_ros.ros import bag_replay
 from pixel_perfect_ros.ros.bag_io import BagRecorder, CameraTopics, camera_frames
 from pixel_perfect_ros.ros.conversions import depth_to_image, image_to_rgb8
-from pixel_perfect_ros.synthetic.bag import synthetic_camera_bag
+from pixel_perfect_ros.ros.synthetic_bag import synthetic_camera_bag
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FRAMES, FPS = 6, 10.0

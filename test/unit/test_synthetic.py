@@ -8,7 +8,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from pixel_perfect_ros.geometry.projection import back_project
 from pixel_perfect_ros.ros.conversions import image_to_depth, image_to_rgb8
-from pixel_perfect_ros.synthetic.bag import synthetic_camera_bag
+from pixel_perfect_ros.ros.synthetic_bag import synthetic_camera_bag
 from pixel_perfect_ros.synthetic.scene import (
     Box, Cylinder, PinholeCamera, Plane, Scene, Sphere, Texture, make_dataset, random_scene, render)
 from pixel_perfect_ros.synthetic.trajectory import (

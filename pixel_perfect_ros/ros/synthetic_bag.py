@@ -19,9 +19,9 @@ from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
-from ..ros.conversions import depth_to_image, rgb8_to_image
-from .scene import PinholeCamera, random_scene, render
-from .trajectory import camera_path, pose_to_position_quaternion
+from ..synthetic.scene import PinholeCamera, random_scene, render
+from ..synthetic.trajectory import camera_path, pose_to_position_quaternion
+from .conversions import depth_to_image, rgb8_to_image
 
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 """Storage names ``write_camera_bag`` accepts, and their rosbags plugins."""
