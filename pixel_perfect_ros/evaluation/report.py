@@ -12,7 +12,7 @@ import math
 import cv2
 import numpy as np
 
-from ..synthetic.scene import PinholeCamera
+from ..geometry.camera import PinholeCamera
 from .depth_io import colorize
 
 ERROR_RANGE = 0.5

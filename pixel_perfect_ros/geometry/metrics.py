@@ -14,7 +14,6 @@ from typing import Literal, Sequence
 import cv2
 import numpy as np
 from scipy.spatial import cKDTree
-from transforms3d.quaternions import quat2mat
 
 from .alignment import _check_same_shape, align_disparity_lsq, recover_metric_depth_ransac
 from .projection import back_project
@@ -238,33 +237,6 @@ def edge_aware_chamfer(
 # --------------------------------------------------------------------------------------------------
 # Temporal alignment error (Video Depth Anything)
 # --------------------------------------------------------------------------------------------------
-
-def pose_from_quaternion(xyz: Sequence[float], quat_wxyz: Sequence[float]) -> np.ndarray:
-    """4x4 rigid transform from a translation and a (w, x, y, z) quaternion (normalised here).
-
-    Args:
-        xyz: (3,) translation, metres.
-        quat_wxyz: (4,) rotation quaternion, scalar first (ROS messages are x, y, z, w: reorder).
-
-    Returns:
-        (4, 4) float64 ``T`` with ``T[:3, :3] = R``, ``T[:3, 3] = xyz``. With a camera pose
-        (camera -> world), this is ``T_world_from_cam``.
-
-    Raises:
-        ValueError: wrong lengths or a zero quaternion.
-    """
-    t = np.asarray(xyz, dtype=np.float64)
-    q = np.asarray(quat_wxyz, dtype=np.float64)
-    if t.shape != (3,) or q.shape != (4,):
-        raise ValueError(f"xyz must be (3,) and quat_wxyz (4,), got {t.shape}, {q.shape}")
-    norm = np.linalg.norm(q)
-    if not np.isfinite(norm) or norm == 0.0:
-        raise ValueError(f"quaternion must be finite and nonzero, got {q}")
-    T = np.eye(4)
-    T[:3, :3] = quat2mat(q / norm)
-    T[:3, 3] = t
-    return T
-
 
 def temporal_alignment_error(
     depths: np.ndarray | Sequence[np.ndarray],

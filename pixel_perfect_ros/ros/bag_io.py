@@ -24,7 +24,7 @@ from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterEr
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from ..geometry.metrics import pose_from_quaternion
+from ..geometry.poses import position_quaternion_to_pose
 from .conversions import ConversionError, header_stamp_ns, image_to_depth
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
@@ -104,14 +104,14 @@ def _pose_items(msgtype: str, msg, frames: tuple[str, str] | None) -> list[tuple
     """(stamp ns, T) items of a rosbags pose message; tf messages give only the ``frames`` transform."""
     if msgtype == "geometry_msgs/msg/PoseStamped":
         p, q = msg.pose.position, msg.pose.orientation
-        return [(header_stamp_ns(msg.header), pose_from_quaternion((p.x, p.y, p.z), (q.w, q.x, q.y, q.z)))]
+        return [(header_stamp_ns(msg.header), position_quaternion_to_pose((p.x, p.y, p.z), (q.w, q.x, q.y, q.z)))]
     transforms = msg.transforms if msgtype == "tf2_msgs/msg/TFMessage" else [msg]
     items = []
     for t in transforms:
         if msgtype == "tf2_msgs/msg/TFMessage" and (t.header.frame_id, t.child_frame_id) != frames:
             continue
         p, q = t.transform.translation, t.transform.rotation
-        items.append((header_stamp_ns(t.header), pose_from_quaternion((p.x, p.y, p.z), (q.w, q.x, q.y, q.z))))
+        items.append((header_stamp_ns(t.header), position_quaternion_to_pose((p.x, p.y, p.z), (q.w, q.x, q.y, q.z))))
     return items
 
 

@@ -403,3 +403,26 @@ def scaled_camera_info(info: CameraInfo, K: np.ndarray, P: np.ndarray, width: in
         header=header, width=int(width), height=int(height), distortion_model=info.distortion_model,
         d=array.array("d", info.d), k=K.ravel().copy(), r=np.array(info.r, dtype=np.float64), p=P.ravel().copy(),
         binning_x=0, binning_y=0, roi=RegionOfInterest())
+
+
+def pinhole_camera_info(K: np.ndarray, width: int, height: int, header: Header) -> CameraInfo:
+    """The CameraInfo of an ideal pinhole camera: ``plumb_bob`` with zero D, R identity, ``P = [K | 0]``.
+
+    Args:
+        K: (3, 3) float camera matrix, pixels.
+        width: image width, pixels.
+        height: image height, pixels.
+        header: the header, used as is.
+
+    Returns:
+        A new CameraInfo (no binning, empty ROI).
+
+    Raises:
+        ConversionError: K of the wrong shape.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3):
+        raise ConversionError(f"K must be (3, 3), got {K.shape}")
+    return CameraInfo(header=header, width=int(width), height=int(height), distortion_model="plumb_bob",
+                      d=np.zeros(5), k=K.ravel().copy(), r=np.eye(3).ravel(),
+                      p=np.hstack([K, np.zeros((3, 1))]).ravel())

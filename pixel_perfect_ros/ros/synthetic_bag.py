@@ -1,9 +1,8 @@
 """rosbag2 writers for synthetic camera streams (rgb8 images, CameraInfo, ground-truth depth, poses).
 
-Messages are built as rclpy messages (``ros/conversions.py`` for the images), serialised to CDR with
-``rclpy.serialization.serialize_message`` and written raw with ``rosbags`` (rosbag2 metadata v9,
-sqlite3 or MCAP storage, message definitions from its ROS 2 Kilted typestore). ``ros2 bag play`` and
-``rosbags``' reader both read the result.
+Messages are built as rclpy messages (``ros/conversions.py`` for the images and the CameraInfo) and
+written with ``bag_io.BagRecorder`` (rosbag2 metadata v9, sqlite3 or MCAP storage). ``ros2 bag play``
+and ``rosbags``' reader both read the result.
 """
 from __future__ import annotations
 
@@ -13,42 +12,20 @@ from pathlib import Path
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion
-from rclpy.serialization import serialize_message
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
-from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
-from ..synthetic.scene import PinholeCamera, random_scene, render
-from ..synthetic.trajectory import camera_path, pose_to_position_quaternion
-from .conversions import depth_to_image, rgb8_to_image
-
-STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
-"""Storage names ``write_camera_bag`` accepts, and their rosbags plugins."""
+from ..geometry.camera import PinholeCamera
+from ..geometry.poses import pose_to_position_quaternion
+from ..synthetic.scene import random_scene, render
+from ..synthetic.trajectory import camera_path
+from .bag_io import BagRecorder
+from .conversions import depth_to_image, pinhole_camera_info, rgb8_to_image
 
 
 def _header(stamp_ns: int, frame_id: str) -> Header:
     """A Header at ``stamp_ns`` nanoseconds."""
     sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
     return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
-
-
-def camera_info(K: np.ndarray, width: int, height: int, header: Header) -> CameraInfo:
-    """The CameraInfo of an undistorted pinhole camera: ``plumb_bob`` with zero D, ``P = [K | 0]``.
-
-    Args:
-        K: (3, 3) float camera matrix, pixels.
-        width: image width, pixels.
-        height: image height, pixels.
-        header: the header, used as is.
-
-    Returns:
-        The CameraInfo (R identity, no binning, empty ROI).
-    """
-    K = np.asarray(K, dtype=np.float64)
-    return CameraInfo(header=header, width=int(width), height=int(height), distortion_model="plumb_bob",
-                      d=np.zeros(5), k=K.ravel().copy(), r=np.eye(3).ravel(),
-                      p=np.hstack([K, np.zeros((3, 1))]).ravel())
 
 
 def write_camera_bag(path: str | Path, frames: Sequence[np.ndarray], depths: Sequence[np.ndarray],
@@ -73,7 +50,7 @@ def write_camera_bag(path: str | Path, frames: Sequence[np.ndarray], depths: Seq
         stamps: N int nanoseconds since the epoch, non-decreasing.
         frame_id: optical frame of the images.
         world_frame_id: frame of the poses.
-        storage: one of ``STORAGES``.
+        storage: one of ``bag_io.STORAGES``.
         image_topic: topic of the RGB images.
         info_topic: topic of the CameraInfo.
         depth_topic: topic of the ground-truth depth.
@@ -84,35 +61,27 @@ def write_camera_bag(path: str | Path, frames: Sequence[np.ndarray], depths: Seq
 
     Raises:
         ValueError: unknown storage, sequences of different lengths, or decreasing stamps.
-        ConversionError: an image or depth of the wrong shape or dtype.
+        BagError: the bag cannot be created (e.g. ``path`` exists).
+        ConversionError: an image, depth or K of the wrong shape or dtype.
     """
-    if storage not in STORAGES:
-        raise ValueError(f"storage must be one of {tuple(STORAGES)}, got {storage!r}")
     lengths = {len(frames), len(depths), len(poses), len(stamps)}
     if len(lengths) != 1:
         raise ValueError(f"frames, depths, poses and stamps differ in length: "
                          f"{len(frames)}, {len(depths)}, {len(poses)}, {len(stamps)}")
     if np.any(np.diff(np.asarray(stamps, dtype=np.int64)) < 0):
         raise ValueError("stamps must be non-decreasing")
-    path = Path(path)
-    typestore = get_typestore(Stores.ROS2_KILTED)
-    with Writer(path, version=9, storage_plugin=STORAGES[storage]) as writer:
-        image_conn = writer.add_connection(image_topic, "sensor_msgs/msg/Image", typestore=typestore)
-        info_conn = writer.add_connection(info_topic, "sensor_msgs/msg/CameraInfo", typestore=typestore)
-        depth_conn = writer.add_connection(depth_topic, "sensor_msgs/msg/Image", typestore=typestore)
-        pose_conn = writer.add_connection(pose_topic, "geometry_msgs/msg/PoseStamped", typestore=typestore)
+    with BagRecorder(path, storage) as recorder:
         for rgb, depth, T, stamp in zip(frames, depths, poses, stamps, strict=True):
             header = _header(stamp, frame_id)
             position, (qw, qx, qy, qz) = pose_to_position_quaternion(T)
             pose = PoseStamped(header=_header(stamp, world_frame_id), pose=Pose(
                 position=Point(x=position[0], y=position[1], z=position[2]),
                 orientation=Quaternion(w=qw, x=qx, y=qy, z=qz)))
-            writer.write(image_conn, int(stamp), serialize_message(rgb8_to_image(rgb, header)))
-            writer.write(info_conn, int(stamp),
-                         serialize_message(camera_info(K, rgb.shape[1], rgb.shape[0], header)))
-            writer.write(depth_conn, int(stamp), serialize_message(depth_to_image(depth, header)))
-            writer.write(pose_conn, int(stamp), serialize_message(pose))
-    return path
+            recorder.write(image_topic, rgb8_to_image(rgb, header), stamp)
+            recorder.write(info_topic, pinhole_camera_info(K, rgb.shape[1], rgb.shape[0], header), stamp)
+            recorder.write(depth_topic, depth_to_image(depth, header), stamp)
+            recorder.write(pose_topic, pose, stamp)
+    return recorder.path
 
 
 def synthetic_camera_bag(path: str | Path, n_frames: int, height: int, width: int, seed: int, *,

@@ -19,7 +19,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from .trajectory import random_view
+from ..geometry.camera import PinholeCamera
 
 _EPS_T = 1e-9
 """Smallest accepted ray parameter (depth, metres): hits at or behind the camera centre are ignored."""
@@ -27,44 +27,6 @@ TEXTURE_KINDS = ("solid", "checker", "stripes", "noise")
 """Procedural texture kinds ``random_texture`` draws from."""
 _LATTICE = 32
 """Side of the periodic value-noise lattice of a ``noise`` texture, cells."""
-
-
-# ---------------------------------------------------------------------------------------- camera
-
-
-@dataclass(frozen=True)
-class PinholeCamera:
-    """Pinhole intrinsics in pixels, OpenCV optical frame, no distortion."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-
-    @classmethod
-    def from_fov(cls, width: int, height: int, hfov_deg: float = 60.0) -> PinholeCamera:
-        """Square pixels with the principal point at the image centre ``((W-1)/2, (H-1)/2)``.
-
-        Args:
-            width: image width, pixels.
-            height: image height, pixels.
-            hfov_deg: horizontal field of view, degrees, in (0, 180).
-
-        Returns:
-            The camera.
-
-        Raises:
-            ValueError: non-positive size or field of view outside (0, 180).
-        """
-        if width <= 0 or height <= 0 or not 0.0 < hfov_deg < 180.0:
-            raise ValueError(f"need width, height > 0 and 0 < hfov_deg < 180, got {width}, {height}, {hfov_deg}")
-        f = width / (2.0 * math.tan(math.radians(hfov_deg) / 2.0))
-        return cls(f, f, (width - 1) / 2.0, (height - 1) / 2.0)
-
-    @property
-    def K(self) -> np.ndarray:
-        """(3, 3) float64 camera matrix, pixels."""
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
 
 # ---------------------------------------------------------------------------------------- textures
@@ -496,36 +458,3 @@ def render(scene: Scene, camera: PinholeCamera, T_world_from_cam: np.ndarray, he
     linear = color_sub.mean(axis=(2, 3))  # (H, W, 3), misses are black
     rgb = np.rint(np.clip(linear, 0.0, 1.0) ** (1.0 / 2.2) * 255.0).astype(np.uint8)  # gamma-encode
     return Rendering(rgb, depth.astype(np.float32), depth_mixed.astype(np.float32))
-
-
-def make_dataset(n: int, height: int, width: int, seed: int, *, hfov_deg: float = 60.0,
-                 supersample: int = 2) -> dict[str, np.ndarray]:
-    """Independent random samples: each its own ``random_scene`` seen from a ``random_view``.
-
-    Sample ``i`` depends only on ``(seed, i)`` (``np.random.SeedSequence(seed).spawn``), so any prefix
-    of a larger dataset is the smaller one.
-
-    Args:
-        n: number of samples (>= 0).
-        height: image height, pixels.
-        width: image width, pixels.
-        seed: the seed.
-        hfov_deg: horizontal field of view, degrees (``PinholeCamera.from_fov``).
-        supersample: sub-pixels per axis for the antialiased ``rgb`` and ``depth_mixed``.
-
-    Returns:
-        ``rgb`` (N, H, W, 3) uint8; ``depth`` (N, H, W) float32 metres, exact pixel-centre depth, NaN =
-        no hit (rare: rooms are closed); ``depth_mixed`` (N, H, W) float32 metres, sub-pixel mean;
-        ``K`` (3, 3) float64 shared intrinsics; ``T_world_from_cam`` (N, 4, 4) float64 poses.
-    """
-    camera = PinholeCamera.from_fov(width, height, hfov_deg)
-    out = {"rgb": np.empty((n, height, width, 3), np.uint8), "depth": np.empty((n, height, width), np.float32),
-           "depth_mixed": np.empty((n, height, width), np.float32), "K": camera.K,
-           "T_world_from_cam": np.empty((n, 4, 4))}
-    for i, child in enumerate(np.random.SeedSequence(seed).spawn(n)):
-        rng = np.random.default_rng(child)
-        scene = random_scene(rng)
-        T = random_view(scene, rng)
-        out["rgb"][i], out["depth"][i], out["depth_mixed"][i] = render(scene, camera, T, height, width, supersample)
-        out["T_world_from_cam"][i] = T
-    return out

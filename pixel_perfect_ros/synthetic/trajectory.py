@@ -1,17 +1,15 @@
 """Camera poses and collision-free camera paths through a synthetic ``Scene``.
 
 Poses are ``T_world_from_cam``: (4, 4) float64 rigid transforms from the camera optical frame (x right,
-y down, z forward) to the z-up world frame, metres. Quaternions are ``(w, x, y, z)``, unit, ``w >= 0``.
+y down, z forward) to the z-up world frame, metres (``geometry/poses.py`` turns them into quaternions).
 """
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .scene import Scene
+from .scene import Scene
 
 _WORLD_UP = np.array([0.0, 0.0, 1.0])
 _MAX_TRIES = 1000
@@ -42,52 +40,6 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = _WORLD_UP) -> 
     T = np.eye(4)
     T[:3, :3] = np.stack([x, np.cross(z, x), z], axis=1)  # columns: camera axes in the world
     T[:3, 3] = eye
-    return T
-
-
-def pose_to_position_quaternion(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Position and orientation of a pose, as geometry_msgs/Pose wants them.
-
-    Args:
-        T: (4, 4) rigid transform (e.g. ``T_world_from_cam``).
-
-    Returns:
-        ``(position, quaternion)``: (3,) float64 metres and (4,) float64 ``(w, x, y, z)``, ``w >= 0``.
-    """
-    R = np.asarray(T, dtype=np.float64)[:3, :3]
-    trace = np.trace(R)
-    if trace > 0.0:  # Shepperd: divide by the largest of the four candidates for stability
-        s = 2.0 * math.sqrt(1.0 + trace)
-        q = [0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
-    else:
-        i = int(np.argmax(np.diag(R)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * math.sqrt(1.0 + R[i, i] - R[j, j] - R[k, k])
-        q = [0.0] * 4
-        q[0] = (R[k, j] - R[j, k]) / s
-        q[1 + i] = 0.25 * s
-        q[1 + j] = (R[j, i] + R[i, j]) / s
-        q[1 + k] = (R[k, i] + R[i, k]) / s
-    q = np.array(q) / np.linalg.norm(q)
-    return np.asarray(T, dtype=np.float64)[:3, 3].copy(), q if q[0] >= 0.0 else -q
-
-
-def position_quaternion_to_pose(position: np.ndarray, quaternion: np.ndarray) -> np.ndarray:
-    """The inverse of ``pose_to_position_quaternion``.
-
-    Args:
-        position: (3,) metres.
-        quaternion: (4,) ``(w, x, y, z)``, any nonzero norm (normalised here).
-
-    Returns:
-        (4, 4) float64 rigid transform.
-    """
-    w, x, y, z = np.asarray(quaternion, dtype=np.float64) / np.linalg.norm(quaternion)
-    T = np.eye(4)
-    T[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                 [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                 [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]]
-    T[:3, 3] = position
     return T
 
 

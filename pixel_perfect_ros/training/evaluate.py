@@ -10,13 +10,10 @@ protocol (RANSAC fit in log(1+d) space, then AbsRel and delta1) and the edge-awa
   control. No depth autoencoder is trained here: the lossy stage is the fallback the issue names, an
   ``LOSSY_FACTOR``-times bilinear down- and up-sampling (a latent grid as coarse as an 8x VAE's).
 
-    python -m pixel_perfect_ros.training.evaluate --checkpoints DIR [--synthetic 100] [--seed 1]
+Its command line is ``tools/evaluate_claim.py``.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,8 +24,6 @@ import torch
 from ..geometry.alignment import recover_metric_depth_ransac
 from ..geometry.metrics import aligned_metrics, edge_aware_chamfer
 from ..inference.pipeline import PixelPerfectDepth
-from ..synthetic import make_dataset
-from ..tools.cli import image_size, positive_int
 from .train import load_baseline
 
 LOSSY_FACTOR = 8
@@ -89,27 +84,3 @@ def evaluate(models: dict[str, RelativeModel], rgb: np.ndarray, depth: np.ndarra
         add("gt_lossy", degraded, aligned_metrics(degraded, gt, mask, protocol="none"), gt, mask)
     return {source: {name: float(np.nanmean(values)) for name, values in metric.items()}
             for source, metric in scores.items()}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ppd-evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoints", type=Path, required=True, help="folder with ppd.pth, moge2.pt, baseline.pth")
-    parser.add_argument("--synthetic", type=positive_int, default=100, help="test scenes (default: 100)")
-    parser.add_argument("--size", type=image_size, default=(96, 128), metavar="WxH", help="default: 128x96")
-    parser.add_argument("--seed", type=int, default=1, help="test-set seed; training used another (default: 1)")
-    parser.add_argument("--json", type=Path, help="also write the table as JSON")
-    args = parser.parse_args(argv)
-    height, width = args.size
-    data = make_dataset(args.synthetic, height, width, seed=args.seed)
-    table = evaluate(load_models(args.checkpoints, height * width), data["rgb"], data["depth"], data["K"])
-    print(f"{args.synthetic} synthetic test scenes, {width}x{height}, seed {args.seed}")
-    print(f"{'source':<10} {'AbsRel':>8} {'delta1':>8} {'chamfer_m':>10}")
-    for source, row in table.items():
-        print(f"{source:<10} {row['abs_rel']:8.4f} {row['delta_1']:8.4f} {row['chamfer_m']:10.4f}")
-    if args.json:
-        args.json.write_text(json.dumps(table, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,9 +7,9 @@ from pixel_perfect_ros.geometry.metrics import (
     depth_edge_band,
     depth_metrics,
     edge_aware_chamfer,
-    pose_from_quaternion,
     temporal_alignment_error,
 )
+from pixel_perfect_ros.geometry.poses import position_quaternion_to_pose as pose_from_quaternion
 
 H, W = 96, 128
 K = np.array([[100.0, 0.0, 64.0], [0.0, 100.0, 48.0], [0.0, 0.0, 1.0]])

@@ -6,13 +6,14 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CameraInfo, Image
 
+from pixel_perfect_ros.geometry.camera import PinholeCamera
+from pixel_perfect_ros.geometry.poses import pose_to_position_quaternion, position_quaternion_to_pose
 from pixel_perfect_ros.geometry.projection import back_project
 from pixel_perfect_ros.ros.conversions import image_to_depth, image_to_rgb8
 from pixel_perfect_ros.ros.synthetic_bag import synthetic_camera_bag
-from pixel_perfect_ros.synthetic.scene import (
-    Box, Cylinder, PinholeCamera, Plane, Scene, Sphere, Texture, make_dataset, random_scene, render)
-from pixel_perfect_ros.synthetic.trajectory import (
-    camera_path, clearance, look_at, pose_to_position_quaternion, position_quaternion_to_pose)
+from pixel_perfect_ros.synthetic.dataset import make_dataset
+from pixel_perfect_ros.synthetic.scene import Box, Cylinder, Plane, Scene, Sphere, Texture, random_scene, render
+from pixel_perfect_ros.synthetic.trajectory import camera_path, clearance, look_at
 
 GREY = Texture("solid", np.full(3, 0.5), np.full(3, 0.5))
 FLOOR = Plane(np.zeros(3), np.array([0.0, 0.0, 1.0]), GREY)

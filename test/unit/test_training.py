@@ -10,14 +10,15 @@ from checkpoint_files import TINY_VIT
 
 from pixel_perfect_ros.inference.checkpoints import load_ppd_dit, load_semantics_encoder
 from pixel_perfect_ros.inference.pipeline import PixelPerfectDepth
+from pixel_perfect_ros.tools.train import build_parser, main
 from pixel_perfect_ros.training.baseline import BaselineConfig, DepthBaseline, EncoderConfig
 from pixel_perfect_ros.training.losses import (gradient_loss, masked_l1, masked_mse, multi_scale_gradient_loss,
                                                predicted_x0, interpolate, sample_timesteps)
 from pixel_perfect_ros.training.targets import flow_target, normalised_log_depth
-from pixel_perfect_ros.training.train import (BaselineTrainConfig, PPDTrainConfig, baseline_loss, build_parser,
-                                              compute_semantics, images_to_tensor, load_baseline, main, ppd_loss,
-                                              round_weights_, save_baseline, save_ppd_checkpoint,
-                                              save_semantics_checkpoint, train_baseline, train_ppd)
+from pixel_perfect_ros.training.train import (BaselineTrainConfig, PPDTrainConfig, baseline_loss, compute_semantics,
+                                              images_to_tensor, load_baseline, ppd_loss, round_weights_,
+                                              save_baseline, save_ppd_checkpoint, save_semantics_checkpoint,
+                                              train_baseline, train_ppd)
 
 TINY_ENCODER = EncoderConfig(backbone=TINY_VIT, intermediate_layers=(0, 1))
 TINY_BASELINE = BaselineConfig(encoder=TINY_ENCODER)
