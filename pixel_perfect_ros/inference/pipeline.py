@@ -1,11 +1,10 @@
 """Single-image Pixel-Perfect Depth: RGB uint8 in, normalised log-depth out (PPD_SPEC 1).
 
-``sample_depth`` is the official ``forward_test`` loop on tensors; ``PixelPerfectDepth`` wraps it with
-pre/post-processing, device, precision and seeding.
+``PixelPerfectDepth`` wraps the official ``forward_test`` loop (``sampling.sample_depth``, run by a
+backend) with pre/post-processing, device, precision and seeding.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,15 +13,16 @@ import torch
 from torch import nn
 
 from ..model.dit import SEMANTICS_DIM
-from ..model.flow import euler_step, next_timesteps, sampling_timesteps
+from ..model.flow import sampling_timesteps
 from ..model.moge2 import MoGe2Model
 from ..model.semantics import MoGe2Semantics
-from .backends import DTYPES, BackendOptions, create_backend
+from .backends import BackendOptions, create_backend
 from .checkpoints import load_moge2_model, load_ppd_dit, load_semantics_encoder
 from .moge2 import MoGe2Result
 from .moge2 import infer as moge2_infer
 from .preprocess import DEFAULT_TARGET_AREA, image_to_tensor, resize_depth, resize_to_processing
-
+from .sampling import autocast, check_dtype, seeded_noise
+from .timing import StageTimer
 
 
 @dataclass
@@ -44,45 +44,6 @@ class DepthPrediction:
     processing_depth: np.ndarray
     timings_ms: dict[str, float] = field(default_factory=dict)
     metric_reference: MoGe2Result | None = None
-
-
-def seeded_noise(shape: tuple[int, ...], seed: int | None) -> torch.Tensor:
-    """Standard normal float32 CPU noise from a ``torch.Generator`` of its own seeded with ``seed``
-    (None: fresh entropy), so the global RNG state never matters."""
-    generator = torch.Generator()
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return torch.randn(*shape, generator=generator)
-
-
-def sample_depth(
-    dit: nn.Module, image: torch.Tensor, semantics: torch.Tensor, noise: torch.Tensor, timesteps: list[int],
-    timestep_tensors: list[torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """The official sampling loop: Euler steps of the DiT from ``noise`` to a depth map.
-
-    Args:
-        dit: the PPD ``DiT``.
-        image: (N, 3, H, W) RGB in [0, 1] at the processing size.
-        semantics: (N, (H/16)*(W/16), 1024) semantic tokens of ``image``.
-        noise: (N, 1, H, W) float32 initial latent ``x_T``.
-        timesteps: descending timesteps (``sampling_timesteps``).
-        timestep_tensors: optional 0-d int32 tensors of ``timesteps`` on the latent's device, made
-            beforehand: the loop then makes no host-to-device copy (needed inside a CUDA graph capture).
-
-    Returns:
-        (N, 1, H, W) float32 normalised log-depth (the ``x_0`` latent + 0.5).
-    """
-    cond = image - 0.5
-    latent = noise.float()
-    if timestep_tensors is None:
-        timestep_tensors = [torch.tensor(t, dtype=torch.int32, device=latent.device) for t in timesteps]
-    for t, t_next, t_tensor in zip(timesteps, next_timesteps(timesteps), timestep_tensors, strict=True):
-        velocity = dit(torch.cat([latent, cond], dim=1), semantics, t_tensor)
-        latent = euler_step(velocity, latent, t, t_next)
-    return latent + 0.5
 
 
 class PixelPerfectDepth:
@@ -125,8 +86,7 @@ class PixelPerfectDepth:
         backend: str = "torch",
         backend_options: BackendOptions = BackendOptions(),
     ):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        check_dtype(dtype)
         if semantics_encoder.out_dim != SEMANTICS_DIM:
             raise ValueError(
                 f"the semantics encoder gives {semantics_encoder.out_dim}-d tokens; the PPD DiT takes "
@@ -181,44 +141,34 @@ class PixelPerfectDepth:
         also MoGe-2's metric depth of the same processing-size image (needs ``metric_model``)."""
         if metric_reference and self.metric_model is None:
             raise ValueError("metric_reference needs a metric_model (a MoGe-2 checkpoint)")
-        timings, clock = {}, time.perf_counter()
-
-        def lap(stage: str) -> None:
-            nonlocal clock
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            now = time.perf_counter()
-            timings[stage] = (now - clock) * 1e3
-            clock = now
-
+        timer = StageTimer(self.device)
         # 1. Resize to the processing size and convert: (1, 3, H, W) RGB in [0, 1].
         x = image_to_tensor(resize_to_processing(image, self.target_area)).to(self.device)
         height0, width0 = image.shape[:2]
         noise = self._noise(*x.shape[-2:])
-        lap("preprocess")
+        timer.lap("preprocess")
         # 2. Semantic tokens, once per image: (1, h*w, 1024) (+ MoGe-2's encoder outputs when shared).
         encoder_output = None
         if self.shared_encoder:
-            with torch.autocast(self.device.type, dtype=DTYPES[self.dtype], enabled=self.dtype != "fp32"):
+            with autocast(self.device, self.dtype):
                 semantics, *encoder_output = self.semantics_encoder.encode(x)
         else:
             semantics = self.backend.encode(x)
-        lap("semantics")
+        timer.lap("semantics")
         # 3. Euler steps of the DiT: (1, 1, H, W) float32.
         depth = self.backend.sample(x, semantics, noise, self.timesteps)
-        lap("sampling")
+        timer.lap("sampling")
         # 4. MoGe-2 metric reference of the same image (float32 outputs).
         reference = None
         if metric_reference:
             reference = moge2_infer(self.metric_model, x[0], encoder_output=encoder_output,
                                     use_fp16=self.dtype == "fp16")
-            lap("metric_reference")
+            timer.lap("metric_reference")
         # 5. Back to the input resolution.
         full = resize_depth(depth, height0, width0)
         prediction = DepthPrediction(
             depth=full[0, 0].float().cpu().numpy(), processing_depth=depth[0, 0].float().cpu().numpy(),
-            metric_reference=reference,
+            metric_reference=reference, timings_ms=timer.ms,
         )
-        lap("postprocess")
-        prediction.timings_ms = timings
+        timer.lap("postprocess")
         return prediction

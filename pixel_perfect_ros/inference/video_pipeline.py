@@ -7,7 +7,6 @@ chaining of ``align_video_depth``.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,7 +18,8 @@ from ..model.dit_video import VIDEO_SEMANTICS_DIM, VideoDiT
 from ..model.flow import sampling_timesteps
 from ..model.pi3 import Pi3Semantics
 from .checkpoints import load_pi3_semantics, load_ppvd_dit
-from .pipeline import DTYPES, sample_depth, seeded_noise
+from .sampling import autocast, check_dtype, sample_depth, seeded_noise
+from .timing import StageTimer
 from .video_windows import (WINDOW, align_video_depth, to_network_input, window_depth_to_original,
                             window_slots)
 
@@ -62,18 +62,27 @@ class PixelPerfectVideoDepth:
 
     def __init__(self, dit: VideoDiT, semantics: Pi3Semantics, steps: int = 4, seed: int | None = 0,
                  device: str | torch.device = "cpu", dtype: str = "fp32", bgr_quirk: bool = True):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        check_dtype(dtype)
         if semantics.out_dim != VIDEO_SEMANTICS_DIM:
             raise ValueError(f"the Pi3 encoder gives {semantics.out_dim}-d tokens; the video DiT takes "
                              f"{VIDEO_SEMANTICS_DIM}-d ones (Pi3 with a 1024-wide decoder)")
-        self.timesteps = sampling_timesteps(steps)
+        self.steps = steps
         self.seed = seed
         self.device = torch.device(device)
         self.dtype = dtype
         self.bgr_quirk = bgr_quirk
         self.dit = dit.eval().requires_grad_(False).to(self.device)
         self.semantics = semantics.eval().requires_grad_(False).to(self.device)
+
+    @property
+    def steps(self) -> int:
+        """Euler steps; may be changed between calls (a stream then runs a new reference pass)."""
+        return self._steps
+
+    @steps.setter
+    def steps(self, steps: int) -> None:
+        self.timesteps = sampling_timesteps(steps)
+        self._steps = steps
 
     @classmethod
     def from_checkpoints(cls, ppvd_path: str | Path, pi3_path: str | Path, **kwargs) -> "PixelPerfectVideoDepth":
@@ -96,40 +105,29 @@ class PixelPerfectVideoDepth:
                 or frames.dtype != np.uint8 or len(frames) == 0:
             desc = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
             raise ValueError(f"expected video frames as a non-empty (L, H, W, 3) uint8 array, got {desc}")
-        timings = {"preprocess": 0.0, "semantics": 0.0, "sampling": 0.0, "postprocess": 0.0}
-        clock = time.perf_counter()
-
-        def lap(stage: str) -> None:
-            nonlocal clock
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            now = time.perf_counter()
-            timings[stage] += (now - clock) * 1e3
-            clock = now
-
+        timer = StageTimer(self.device, ("preprocess", "semantics", "sampling", "postprocess"))
         # 1. Network input (L, 3, S, S), window slot lists and the one shared initial noise (16, 1, S, S).
         num_frames, height0, width0 = frames.shape[:3]
         x = to_network_input(frames, self.bgr_quirk, self.dit.input_size).to(self.device)
         windows = window_slots(num_frames)
         noise = initial_noise(self.dit.input_size, self.seed).to(self.device)
-        lap("preprocess")
-        autocast = torch.autocast(self.device.type, dtype=DTYPES[self.dtype], enabled=self.dtype != "fp32")
+        timer.lap("preprocess")
         predictions = []
         for k, slots in enumerate(windows):
             window = x[slots]  # (16, 3, S, S)
-            with autocast:
+            with autocast(self.device, self.dtype):
                 # 2. Pi3 semantics of the window's 16 frames together: (16, (S/16)^2, 2048).
                 semantics = self.semantics.forward_semantics(window)
-                lap("semantics")
+                timer.lap("semantics")
                 # 3. Euler steps of the video DiT, the 16 frames as one batch: (16, 1, S, S).
                 depth = sample_depth(self.dit, window, semantics, noise, self.timesteps)
-                lap("sampling")
+                timer.lap("sampling")
             # 4. Back to the input resolution: (16, H0, W0).
             predictions.append(window_depth_to_original(depth, height0, width0))
-            lap("postprocess")
+            timer.lap("postprocess")
             if progress is not None:
                 progress(k + 1, len(windows))
         # 5. Chain the windows onto window 0's scale and drop the padding frames.
         depth = align_video_depth(predictions)[:num_frames]
-        lap("postprocess")
-        return VideoPrediction(depth=depth, timings_ms=timings)
+        timer.lap("postprocess")
+        return VideoPrediction(depth=depth, timings_ms=timer.ms)

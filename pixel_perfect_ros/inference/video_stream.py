@@ -44,14 +44,14 @@ postprocess) in milliseconds.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from ..model.dit_video import ReferenceTokens, VideoDiT
-from .pipeline import DTYPES, sample_depth
+from .sampling import autocast, sample_depth
+from .timing import StageTimer
 from .video_pipeline import PixelPerfectVideoDepth, initial_noise
 from .video_windows import (KEYFRAMES, STRIDE, scale_and_shift, to_network_input, window_depth_to_original,
                             window_slots)
@@ -218,8 +218,7 @@ class StreamingVideoDepth:
         self.reanchors = 0
         self.references: ReferencePass | None = None
         self.reference_passes = 0
-        self.timings_ms = dict.fromkeys(STAGES, 0.0)
-        self._clock = 0.0
+        self._timer = StageTimer(model.device, STAGES)
 
     def reset(self) -> None:
         """Drop the references and any pending frame; the next frame becomes the anchor."""
@@ -228,17 +227,13 @@ class StreamingVideoDepth:
         self.pending = []
         self.next_index = 0
 
-    def _lap(self, stage: str) -> None:
-        """Add the time since the previous lap to ``timings_ms[stage]``."""
-        if self.model.device.type == "cuda":
-            torch.cuda.synchronize(self.model.device)
-        now = time.perf_counter()
-        self.timings_ms[stage] += (now - self._clock) * 1e3
-        self._clock = now
+    @property
+    def timings_ms(self) -> dict[str, float]:
+        """Wall time of the last ``push`` or ``flush`` per stage (``STAGES``), milliseconds."""
+        return self._timer.ms
 
     def _autocast(self) -> torch.autocast:
-        model = self.model
-        return torch.autocast(model.device.type, dtype=DTYPES[model.dtype], enabled=model.dtype != "fp32")
+        return autocast(self.model.device, self.model.dtype)
 
     @torch.inference_mode()
     def push(self, frame_rgb: np.ndarray, stamp_ns: int) -> list[tuple[int, np.ndarray]]:
@@ -260,11 +255,10 @@ class StreamingVideoDepth:
         if frame_rgb.ndim != 3 or frame_rgb.shape[-1] != 3 or frame_rgb.dtype != np.uint8:
             desc = f"{frame_rgb.dtype} {frame_rgb.shape}"
             raise ValueError(f"expected one (H, W, 3) uint8 frame, got {desc}")
-        self.timings_ms = dict.fromkeys(STAGES, 0.0)
-        self._clock = time.perf_counter()
+        self._timer.restart()
         image = to_network_input(frame_rgb[None], self.model.bgr_quirk, self.model.dit.input_size)[0]
         self.pending.append(_Frame(image.to(self.model.device), stamp_ns, *frame_rgb.shape[:2]))
-        self._lap("preprocess")
+        self._timer.lap("preprocess")
         if self.cache.state == "ready" and len(self.pending) < self.frames_per_window:
             return []
         group, self.pending = self.pending, []
@@ -278,8 +272,7 @@ class StreamingVideoDepth:
         Returns:
             (stamp_ns, depth) pairs of the pending frames as ``push`` returns them; empty if none waits.
         """
-        self.timings_ms = dict.fromkeys(STAGES, 0.0)
-        self._clock = time.perf_counter()
+        self._timer.restart()
         group, self.pending = self.pending, []
         return self._process(group) if group else []
 
@@ -314,11 +307,11 @@ class StreamingVideoDepth:
             tokens = model.semantics.encode(images)  # (K, rows*cols, D)
             semantics = model.semantics.semantics_from_tokens(
                 torch.cat([refs.tokens, tokens]), rows, cols)[len(KEYFRAMES):]  # (K, rows*cols, 2048)
-            self._lap("semantics")
+            self._timer.lap("semantics")
             start = len(KEYFRAMES)
             depth = sample_depth(_CachedReferenceDiT(model.dit, refs.steps), images, semantics,
                                  self.noise[start:start + len(group)], model.timesteps).float()  # (K, 1, S, S)
-            self._lap("sampling")
+            self._timer.lap("sampling")
         group = [replace(frame, tokens=frame_tokens) for frame, frame_tokens in zip(group, tokens)]
         return self._publish(group, depth * refs.scale + refs.shift)
 
@@ -338,13 +331,13 @@ class StreamingVideoDepth:
                     self.cache.entries[i] = replace(self.cache.entries[i], tokens=entry_tokens)
             tokens = torch.stack([entry.tokens for entry in self.cache.entries])  # (3, rows*cols, D)
             semantics = model.semantics.semantics_from_tokens(tokens, rows, cols)  # (3, rows*cols, 2048)
-            self._lap("semantics")
+            self._timer.lap("semantics")
             recorder = _RecordingDiT(model.dit)
             depth = sample_depth(recorder, self.cache.images(), semantics, self.noise[:len(KEYFRAMES)],
                                  model.timesteps).float()  # (3, 1, S, S)
-            self._lap("sampling")
+            self._timer.lap("sampling")
         scale, shift = self._fit(depth, len(KEYFRAMES))
-        self._lap("postprocess")
+        self._timer.lap("postprocess")
         if scale is None:
             return None
         return ReferencePass(tuple(recorder.steps), tokens, scale, shift, tuple(model.timesteps))
@@ -366,9 +359,9 @@ class StreamingVideoDepth:
         model = self.model
         with self._autocast():
             semantics = model.semantics.forward_semantics(window)  # (N, (S/16)^2, 2048)
-            self._lap("semantics")
+            self._timer.lap("semantics")
             depth = sample_depth(model.dit, window, semantics, noise, model.timesteps).float()
-            self._lap("sampling")
+            self._timer.lap("sampling")
             return depth
 
     def _fit(self, depth: torch.Tensor, num_refs: int) -> tuple[float, float] | tuple[None, None]:
@@ -400,5 +393,5 @@ class StreamingVideoDepth:
                                              frame.tokens))
                 self.references = None  # the reference set changed
             out.append((frame.stamp_ns, window_depth_to_original(frame_depth[None], frame.height, frame.width)[0]))
-        self._lap("postprocess")
+        self._timer.lap("postprocess")
         return out

@@ -5,7 +5,8 @@ import torch
 from pixel_perfect_ros.inference import bundled
 from pixel_perfect_ros.inference.backends import BACKENDS, create_backend
 from pixel_perfect_ros.inference.backends.base import backend_class
-from pixel_perfect_ros.inference.pipeline import PixelPerfectDepth, sample_depth
+from pixel_perfect_ros.inference.pipeline import PixelPerfectDepth
+from pixel_perfect_ros.inference.sampling import sample_depth
 from pixel_perfect_ros.model.flow import sampling_timesteps
 
 

@@ -7,7 +7,8 @@ from pixel_perfect_ros.inference import bundled
 from pixel_perfect_ros.inference.backends import BackendUnavailable, create_backend
 from pixel_perfect_ros.inference.backends.base import default_backend
 from pixel_perfect_ros.inference.backends.cuda_graph import CudaGraphBackend, LruCache, graph_key
-from pixel_perfect_ros.inference.pipeline import PixelPerfectDepth, sample_depth
+from pixel_perfect_ros.inference.pipeline import PixelPerfectDepth
+from pixel_perfect_ros.inference.sampling import sample_depth
 from pixel_perfect_ros.model.flow import sampling_timesteps
 
 

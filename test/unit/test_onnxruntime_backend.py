@@ -6,7 +6,7 @@ from pixel_perfect_ros.inference import bundled
 from pixel_perfect_ros.inference.backends import BackendOptions, BackendUnavailable, create_backend
 from pixel_perfect_ros.inference.backends.onnxruntime_backend import OnnxRuntimeBackend, choose_providers
 from pixel_perfect_ros.inference.checkpoints import load_ppd_dit, load_semantics_encoder
-from pixel_perfect_ros.inference.pipeline import seeded_noise
+from pixel_perfect_ros.inference.sampling import seeded_noise
 from pixel_perfect_ros.model.flow import sampling_timesteps
 
 CPU = torch.device("cpu")

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from pixel_perfect_ros.inference.pipeline import PixelPerfectDepth, sample_depth
+from pixel_perfect_ros.inference.pipeline import PixelPerfectDepth
+from pixel_perfect_ros.inference.sampling import sample_depth
 from pixel_perfect_ros.model.dit import DiT
 from pixel_perfect_ros.model.flow import sampling_timesteps
 

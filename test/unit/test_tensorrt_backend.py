@@ -10,7 +10,8 @@ from pixel_perfect_ros.inference import bundled
 from pixel_perfect_ros.inference.backends import BackendOptions, BackendUnavailable, create_backend
 from pixel_perfect_ros.inference.backends import tensorrt_backend as trtb
 from pixel_perfect_ros.inference.backends.engine_cache import ShapeProfile
-from pixel_perfect_ros.inference.pipeline import PixelPerfectDepth, sample_depth
+from pixel_perfect_ros.inference.pipeline import PixelPerfectDepth
+from pixel_perfect_ros.inference.sampling import sample_depth
 from pixel_perfect_ros.model.flow import sampling_timesteps
 
 

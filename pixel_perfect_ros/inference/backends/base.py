@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..sampling import check_dtype
+
 BACKENDS = ("torch", "torch_cuda_graph", "onnxruntime", "tensorrt")
-DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-"""Precision names -> autocast dtype (None: plain float32)."""
 _CLASSES = {
     "torch": ("torch_backend", "TorchBackend"),
     "torch_cuda_graph": ("cuda_graph", "CudaGraphBackend"),
@@ -81,8 +81,7 @@ class Backend(ABC):
 
     def __init__(self, dit: nn.Module, encoder: nn.Module, device: torch.device, dtype: str,
                  options: BackendOptions = BackendOptions()):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        check_dtype(dtype)
         self.dit, self.encoder, self.device, self.dtype, self.options = dit, encoder, torch.device(device), dtype, options
 
     @abstractmethod

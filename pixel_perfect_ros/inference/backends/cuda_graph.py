@@ -18,8 +18,8 @@ from typing import Generic, TypeVar
 
 import torch
 
-from ..pipeline import sample_depth
-from .base import DTYPES, BackendUnavailable
+from ..sampling import DTYPES, sample_depth
+from .base import BackendUnavailable
 from .torch_backend import TorchBackend
 
 GRAPHS_KEPT = 4

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..pipeline import sample_depth
+from ..sampling import sample_depth
 from .base import Backend, BackendOptions, BackendUnavailable
 
 ONNX_OPSET = 18

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from ...model.dit import SEMANTICS_DIM
-from ..pipeline import sample_depth
-from .base import DTYPES, Backend, BackendOptions, BackendUnavailable
+from ..sampling import DTYPES, sample_depth
+from .base import Backend, BackendOptions, BackendUnavailable
 from .engine_cache import BuildProgress, EngineCache, ShapeProfile, engine_key
 
 GRAPHS = ("encoder", "dit_step")

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from ..pipeline import sample_depth
-from .base import DTYPES, Backend
+from ..sampling import autocast, sample_depth
+from .base import Backend
 
 
 class TorchBackend(Backend):
@@ -16,13 +16,10 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=DTYPES[self.dtype], enabled=self.dtype != "fp32")
-
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
+        with autocast(self.device, self.dtype):
             return self.encoder.forward_semantics(image)
 
     def sample(self, image, semantics, noise, timesteps):
-        with self._autocast():
+        with autocast(self.device, self.dtype):
             return sample_depth(self.dit, image, semantics, noise, timesteps).float()
