@@ -9,17 +9,14 @@ Topics (relative to the node namespace, remappable):
 Service (video mode): ``~/reset_video`` (std_srvs/Trigger).
 Every output carries the source image's header (stamp and optical frame_id).
 
-Modes: ``image`` runs PPD on every frame on its own. ``video`` pushes every frame into a
-``StreamingVideoDepth`` (PPVD) with its stamp through ``processing.VideoFrameProcessor`` (shared with
-ppd-bag-eval); each (stamp, depth) it returns, possibly several at once and later than the frame's push,
-goes through the same ``FrameProcessor.finish`` as in image mode and is published with that frame's
-header. The stream's references are cleared on ``reset_video`` (before the next frame is pushed) and when
-a stamp goes back.
+Modes: the node holds one ``processors.FrameProcessor`` (shared with ppd-bag-eval) and does not branch on
+the mode. ``image`` runs PPD on every frame on its own. ``video`` pushes every frame into a
+``StreamingVideoDepth`` (PPVD) with its stamp; each frame it returns, possibly several at once and later
+than the frame's push, is published with that frame's header. The stream's references are cleared on
+``reset_video`` (before the next frame is pushed) and when a stamp goes back.
 
 Threads: the executor only pairs and hands frames over; inference runs in an ``InferenceWorker``
 behind a latest-frame-wins slot, so the executor never blocks and late frames are dropped and counted.
-The frame itself is processed by ``processing.FrameProcessor`` (shared with ppd-bag-eval); the node
-publishes its messages.
 """
 from __future__ import annotations
 
@@ -44,33 +41,19 @@ from std_msgs.msg import Empty, Header
 from std_srvs.srv import Trigger
 
 from ..inference.checkpoints import CheckpointError
-from ..inference.pipeline import PixelPerfectDepth
-from ..inference.preprocess import processing_size
-from ..model.flow import sampling_timesteps
 from ..msg import DepthStatus
 from .allocator import keep_freed_memory
-from .conversions import ConversionError, header_stamp_ns
+from .conversions import header_stamp_ns
 from .latest_slot import InferenceWorker
 from .pairing import CameraInfoPairer
-from .parameters import PARAMETERS, SPECS, check_parameters
-from .processing import (
-    FrameProcessor,
-    ProcessedFrame,
-    Settings,
-    VideoFrameProcessor,
-    load_pipeline,
-    load_video_stream,
-    model_id,
-    nearest_by_stamp,
-    resolve_backend,
-)
+from .parameters import PARAMETERS, SPECS, NodeSettings, check_settings, load_node_model
+from .processing import FrameSettings, ProcessedFrame, nearest_by_stamp
+from .processors import FrameProcessor, make_processor
 
 CAMERA_INFO_WAIT_WARN_S = 1.0
 """An image waiting this long for its CameraInfo triggers a (throttled) warning."""
 SPARSE_BUFFER = 10
 """Recent sparse_depth messages kept to find the one nearest in time to each image."""
-VIDEO_FIXED = ("seed", "target_area")
-"""Parameters that video mode fixes at start (one initial noise for the stream; the DiT's own input size)."""
 STAGES = ("decode_ms", "preprocess_ms", "semantics_ms", "sampling_ms", "postprocess_ms", "publish_ms", "total_ms")
 
 
@@ -99,135 +82,115 @@ class DepthNode(Node):
         super().__init__("depth_node", **kwargs)
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
-        values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
-        reason = check_parameters(values)
+        settings = NodeSettings(**{spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS})
+        reason = check_settings(settings)
         if reason:
             raise ValueError(reason)
-        self._video = values["mode"] == "video"
-        self._stream = load_video_stream(values) if self._video else None
-        # load_pipeline fills in the bundled model's files and area when unset.
-        model = self._stream.model if self._video else load_pipeline(values, self.get_logger())
-        self._processor = FrameProcessor(model)
-        if self.get_parameter("target_area").value != values["target_area"]:
-            self.set_parameters([Parameter("target_area", value=values["target_area"])])
-        reason = self._check(values)
+        loaded, model_settings = load_node_model(settings)
+        for warning in loaded.warnings:
+            self.get_logger().warning(warning)
+        if model_settings != settings:  # the bundled model's own area
+            settings = model_settings
+            self.set_parameters([Parameter("target_area", value=settings.target_area)])
+        self._processor: FrameProcessor = make_processor(loaded, settings, self._on_reset)
+        reason = self._check(settings, settings)
         if reason:
             raise ValueError(reason)
-        self._settings = Settings.from_values(values)
-        self.model_id = model_id(values)
-        # The backend asked for (auto resolved), the one running and why they differ ('' when they do not);
-        # load_pipeline has warned the reason. Video mode runs torch (check_parameters refuses others).
-        resolved = resolve_backend(values)
-        self.backend_requested = f"auto ({resolved})" if values["backend"] == "auto" else resolved
-        self.backend, self.backend_fallback = ("torch", "") if self._video else (model.backend.name,
-                                                                                model.backend_fallback)
+        self._settings = FrameSettings.of(settings)
+        self.model_id = loaded.name
+        # The backend asked for (auto resolved), the one running and why they differ ('' when they do not).
+        self.backend_requested, self.backend, self.backend_fallback = (
+            loaded.backend_requested, loaded.backend, loaded.backend_fallback)
 
         self._lock = threading.Lock()
         self._counts = {"received": 0, "processed": 0, "rejected": 0, "idle": 0}
         self._window = {"processed": 0, "rejected": 0, "failed": 0, "stage_sums": dict.fromkeys(STAGES, 0.0)}
         self._window_start = time.perf_counter()
-        # Video mode. Executor side (under _lock): the reset request and the snapshot of the stream's state.
-        # Worker side only: the stream with the frames pushed and not yet returned.
+        # Executor side (under _lock): the reset request and the snapshot of the processor's state (its
+        # status fields and dropped frames), taken by the worker, which alone runs the processor.
         self._reset_request: str | None = None
-        self._video_state = {"cache_state": "", "references": 0, "reanchors": 0, "resets": 0, "dropped": 0}
-        self._video_processor = (VideoFrameProcessor(self._stream, self._processor, self._on_video_reset)
-                                 if self._video else None)
-        if self._video:
-            self._video_state["cache_state"] = self._stream.cache.state
-        self._pairer = self._make_pairer(values)
-        self._worker = InferenceWorker(self._process_video if self._video else self._process, self._on_worker_error)
+        self._mode_status = self._processor.status()
+        self._mode_dropped = 0
+        self._pairer = self._make_pairer(settings)
+        self._worker = InferenceWorker(self._process, self._on_worker_error)
 
-        out_qos = _qos(values["output_reliability"], values["output_depth"])
+        out_qos = _qos(settings.output_reliability, settings.output_depth)
         self._pub_depth = self.create_publisher(Image, "depth/image", out_qos)
         self._pub_info = self.create_publisher(CameraInfo, "depth/camera_info", out_qos)
         self._pub_points = self.create_publisher(PointCloud2, "depth/points", out_qos)
         self._pub_status = self.create_publisher(DepthStatus, "depth/status", out_qos)
         self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-        in_qos = _qos(values["input_reliability"], values["input_depth"])
-        if values["use_compressed"]:
+        in_qos = _qos(settings.input_reliability, settings.input_depth)
+        if settings.use_compressed:
             self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos)
         else:
             self.create_subscription(Image, "image", self._on_image, in_qos)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
         self._sparse_depths: deque[Image] = deque(maxlen=SPARSE_BUFFER)  # appended by the executor
         self.create_subscription(Image, "sparse_depth", self._on_sparse_depth, in_qos)
-        if self._video:
+        if self._processor.resettable:
             self.create_service(Trigger, "~/reset_video", self._on_reset_service)
             self.create_subscription(Empty, "reset_video", self._on_reset_topic, 10)
 
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.create_timer(1.0, self._publish_diagnostics)
-        video = (f"; video {values['video_streaming']}, {values['video_frames_per_window']} frames per window"
-                 if self._video else "")
+        video = (f"; video {settings.video_streaming}, {settings.video_frames_per_window} frames per window"
+                 if settings.mode == "video" else "")
         self.get_logger().info(
-            f"model {self.model_id} on {values['device']} ({values['dtype']}, {values['steps']} steps, backend "
-            f"{self.backend}); "
-            f"depth_mode {values['depth_mode']}; input {'image/compressed' if values['use_compressed'] else 'image'}"
-            f"{video}"
+            f"model {self.model_id} on {settings.device} ({settings.dtype}, {settings.steps} steps, backend "
+            f"{self.backend}); depth_mode {settings.depth_mode}; input "
+            f"{'image/compressed' if settings.use_compressed else 'image'}{video}"
         )
 
     # --- set-up ------------------------------------------------------------------------------------
 
     @property
-    def pipeline(self) -> PixelPerfectDepth:
-        """The model the worker runs (the processor's; replaceable between frames in image mode; in video
-        mode the stream's ``PixelPerfectVideoDepth``)."""
-        return self._processor.pipeline
+    def pipeline(self):
+        """The model the worker runs (``PixelPerfectDepth``, or in video mode the stream's
+        ``PixelPerfectVideoDepth``); replaceable between frames."""
+        return self._processor.model
 
     @pipeline.setter
-    def pipeline(self, pipeline: PixelPerfectDepth) -> None:
-        self._processor.pipeline = pipeline
+    def pipeline(self, pipeline) -> None:
+        self._processor.model = pipeline
 
     @staticmethod
-    def _make_pairer(values: dict[str, Any]) -> CameraInfoPairer:
-        return CameraInfoPairer(tolerance_ns=round(values["pairing_tolerance_s"] * 1e9), mode=values["pairing"])
+    def _make_pairer(settings: NodeSettings) -> CameraInfoPairer:
+        return CameraInfoPairer(tolerance_ns=round(settings.pairing_tolerance_s * 1e9), mode=settings.pairing)
 
     @staticmethod
     def _own(params) -> dict[str, Any]:
         """The values of this node's parameters among ``params`` (rclpy's own, e.g. use_sim_time, left out)."""
         return {p.name: p.value for p in params if p.name in SPECS}
 
-    def _check(self, values: dict[str, Any]) -> str | None:
-        """``check_parameters`` plus what depends on the loaded models."""
-        uses_moge2 = [f"{name} moge2" for name in ("depth_mode", "intrinsics_source") if values[name] == "moge2"]
-        if uses_moge2 and not self._video and self.pipeline.metric_model is None:
-            return (f"{' and '.join(uses_moge2)} needs the MoGe-2 model: restart with moge2_checkpoint set, or "
-                    "with semantics_type moge2")
-        return check_parameters(values)
+    def _check(self, settings: NodeSettings, current: NodeSettings) -> str | None:
+        """``check_settings`` plus what the loaded model refuses (a change from ``current``)."""
+        return self._processor.refusal(settings, current) or check_settings(settings)
 
     def _validate_parameters(self, params) -> SetParametersResult:
-        own = self._own(params)
-        values = {**self._settings.values, **own}
-        reason = self._check(values)
-        fixed = [name for name in VIDEO_FIXED if name in own and own[name] != self._settings.values[name]]
-        if reason is None and self._video and fixed:
-            reason = f"{', '.join(fixed)} cannot change in video mode (fixed when the node starts)"
+        current = self._settings.node
+        reason = self._check(current.replace(**self._own(params)), current)
         return SetParametersResult(successful=reason is None, reason=reason or "")
 
     def _apply_parameters(self, params) -> None:
         own = self._own(params)
         if not own:
             return
-        values = {**self._settings.values, **own}
-        self._settings = Settings.from_values(values)
-        if self._video:
-            self.pipeline.timesteps = sampling_timesteps(values["steps"])
-        else:
-            self.pipeline.steps = values["steps"]
-            self.pipeline.target_area = values["target_area"]
-            self.pipeline.seed = None if values["seed"] < 0 else values["seed"]
+        settings = self._settings.node.replace(**own)
+        self._settings = FrameSettings.of(settings)
+        self._processor.apply(settings)
         if own.keys() & {"pairing", "pairing_tolerance_s"}:
             # In place: a new pairer would forget the CameraInfos received (a camera may send only one),
             # the waiting image and the drop count.
-            self._pairer.reconfigure(values["pairing"], round(values["pairing_tolerance_s"] * 1e9))
+            self._pairer.reconfigure(settings.pairing, round(settings.pairing_tolerance_s * 1e9))
 
     # --- executor side: receive, pair, hand over ---------------------------------------------------
 
     def _wanted(self) -> bool:
         """Whether any output has a subscriber (or laziness is off)."""
-        if not self._settings.values["lazy"]:
+        if not self._settings.node.lazy:
             return True
         return any(p.get_subscription_count() > 0 for p in (self._pub_depth, self._pub_info, self._pub_points))
 
@@ -238,7 +201,7 @@ class DepthNode(Node):
             self._counts["idle"] += not wanted
         if not wanted:
             return
-        if self._settings.values["intrinsics_source"] == "moge2":
+        if self._settings.node.intrinsics_source == "moge2":
             self._worker.submit(Frame(image=msg, info=None, received_s=time.perf_counter()))
             return
         pair = self._pairer.add_image(header_stamp_ns(msg.header), msg.header.frame_id, (msg, time.perf_counter()))
@@ -274,19 +237,25 @@ class DepthNode(Node):
                                 throttle_duration_sec=2.0)
 
     def _process(self, frame: Frame) -> None:
+        """Push the frame into the processor, then publish every frame it finishes."""
         settings = self._settings
-        values = settings.values
-        header = frame.image.header
-        sparse = self._sparse_for(header, values) if values["depth_mode"] == "sparse_topic" else None
-        want_points = self._pub_points.get_subscription_count() > 0 or not values["lazy"]
-        try:
-            processed = self._processor.process(frame.image, frame.info, settings, sparse, want_points)
-        except ConversionError as error:
-            self._reject(frame, str(error))
-            return
-        self._publish(frame, processed, settings)
+        with self._lock:
+            request, self._reset_request = self._reset_request, None
+        sparse = self._sparse_for(frame.image.header, settings.node) if settings.node.depth_mode == "sparse_topic" \
+            else None
+        want_points = self._pub_points.get_subscription_count() > 0 or not settings.node.lazy
 
-    def _publish(self, frame: Frame, processed: ProcessedFrame, settings: Settings) -> None:
+        def publish(source: Frame, processed: ProcessedFrame) -> None:
+            self._snapshot_mode_state()
+            self._publish(source, processed, settings)
+        reason = self._processor.push(frame, frame.image, frame.info, settings, publish, sparse, want_points,
+                                      reset_request=request)
+        if reason is not None:
+            self._reject(frame, reason)
+            return
+        self._snapshot_mode_state()
+
+    def _publish(self, frame: Frame, processed: ProcessedFrame, settings: FrameSettings) -> None:
         """Publish one processed frame's messages and status, and count it."""
         if processed.nonfinite_pixels:
             self.get_logger().warning(f"{processed.nonfinite_pixels} NaN/inf pixels in a 32FC1 image were read as 0",
@@ -312,38 +281,18 @@ class DepthNode(Node):
                 self._window["stage_sums"][stage] += ms
         self._pub_status.publish(self._status(processed, settings, stages))
 
-    def _process_video(self, frame: Frame) -> None:
-        """Video mode: push the frame into the stream, then publish every frame it returns."""
-        settings = self._settings
-        values = settings.values
-        with self._lock:
-            request, self._reset_request = self._reset_request, None
-        sparse = self._sparse_for(frame.image.header, values) if values["depth_mode"] == "sparse_topic" else None
-        want_points = self._pub_points.get_subscription_count() > 0 or not values["lazy"]
-
-        def publish(source: Frame, processed: ProcessedFrame) -> None:
-            self._snapshot_video_state()
-            self._publish(source, processed, settings)
-        reason = self._video_processor.push(frame, frame.image, frame.info, settings, publish, sparse, want_points,
-                                            reset_request=request)
-        if reason is not None:
-            self._reject(frame, reason)
-            return
-        self._snapshot_video_state()
-
-    def _on_video_reset(self, reason: str, kind: str) -> None:
-        """Worker side, after the stream was reset: log why (a failure is logged as the frame's error)."""
+    def _on_reset(self, reason: str, kind: str) -> None:
+        """Worker side, after the processor was reset: log why (a failure is logged as the frame's error)."""
         if kind == "asked":
             self.get_logger().info(f"video stream reset: {reason}")
         elif kind == "stamp_back":
             self.get_logger().warning(f"video stream reset: {reason}")
-        self._snapshot_video_state()
+        self._snapshot_mode_state()
 
-    def _snapshot_video_state(self) -> None:
-        video = self._video_processor
+    def _snapshot_mode_state(self) -> None:
+        status, dropped = self._processor.status(), self._processor.dropped
         with self._lock:
-            self._video_state.update(cache_state=self._stream.cache.state, references=len(self._stream.cache.entries),
-                                     reanchors=self._stream.reanchors, resets=video.resets, dropped=video.dropped)
+            self._mode_status, self._mode_dropped = status, dropped
 
     def _request_reset(self, source: str) -> None:
         with self._lock:
@@ -357,52 +306,46 @@ class DepthNode(Node):
     def _on_reset_topic(self, msg: Empty) -> None:
         self._request_reset("the reset_video topic")
 
-    def _sparse_for(self, header, values: dict[str, Any]) -> Image | None:
+    def _sparse_for(self, header, settings: NodeSettings) -> Image | None:
         """The sparse_depth message of ``header``'s frame_id nearest in time to its stamp, if within
         sparse_max_age_s: topics are not ordered with each other, and a sensor message newer than the
         image may already have arrived when the frame is processed."""
         candidates = [m for m in list(self._sparse_depths) if m.header.frame_id == header.frame_id]
-        return nearest_by_stamp(candidates, header_stamp_ns(header), round(values["sparse_max_age_s"] * 1e9))
+        return nearest_by_stamp(candidates, header_stamp_ns(header), round(settings.sparse_max_age_s * 1e9))
 
     def _on_sparse_depth(self, msg: Image) -> None:
         self._sparse_depths.append(msg)
 
-    def _status(self, processed: ProcessedFrame, settings: Settings, stages: dict[str, float]) -> DepthStatus:
-        values = settings.values
-        if self._video:
-            processing_h = processing_w = self.pipeline.dit.input_size
-        else:
-            processing_h, processing_w = processing_size(*processed.rgb.shape[:2], self.pipeline.target_area)
+    def _status(self, processed: ProcessedFrame, settings: FrameSettings, stages: dict[str, float]) -> DepthStatus:
+        node = settings.node
+        processing_h, processing_w = self._processor.processing_size(*processed.rgb.shape[:2])
         output_h, output_w = processed.depth.shape
         decoding = settings.decoder.parameters()
         header = processed.header
         age_ns = self.get_clock().now().nanoseconds - header_stamp_ns(header)
         with self._lock:
-            counts, video = dict(self._counts), dict(self._video_state)
+            counts, mode_status = dict(self._counts), dict(self._mode_status)
         return DepthStatus(
             header=header, model_id=self.model_id, backend=self.backend, backend_fallback=self.backend_fallback,
-            device=str(self.pipeline.device),
-            dtype=values["dtype"], steps=values["steps"] if self._video else self.pipeline.steps,
+            device=str(self.pipeline.device), dtype=node.dtype, steps=self.pipeline.steps,
             processing_width=processing_w,
             processing_height=processing_h, output_width=output_w, output_height=output_h,
             depth_mode=settings.decoder.mode, is_metric=processed.is_metric,
-            intrinsics_source=values["intrinsics_source"],
+            intrinsics_source=node.intrinsics_source,
             decoding_parameter_names=list(decoding), decoding_parameter_values=[float(v) for v in decoding.values()],
             age_ms=age_ns / 1e6, frames_received=counts["received"], frames_processed=counts["processed"],
             frames_dropped=self._dropped(), frames_rejected=counts["rejected"], frames_idle=counts["idle"],
             scale_state=processed.scale_state,
-            flying_pixel_filter=values["flying_pixel_threshold"] > 0,
+            flying_pixel_filter=node.flying_pixel_threshold > 0,
             flying_pixels_removed=processed.flying_pixels_removed,
             **{stage: float(ms) for stage, ms in stages.items()},
-            mode=values["mode"], video_streaming=values["video_streaming"] if self._video else "",
-            video_cache_state=video["cache_state"], video_references=video["references"],
-            video_reanchors=video["reanchors"], video_resets=video["resets"],
+            **mode_status,
         )
 
     def _dropped(self) -> int:
         with self._lock:
-            video_dropped = self._video_state["dropped"]
-        return self._worker.dropped + self._pairer.dropped_unpaired + video_dropped
+            mode_dropped = self._mode_dropped
+        return self._worker.dropped + self._pairer.dropped_unpaired + mode_dropped
 
     # --- diagnostics -------------------------------------------------------------------------------
 
@@ -430,7 +373,7 @@ class DepthNode(Node):
         elif waiting:
             level, message = DiagnosticStatus.WARN, "waiting for CameraInfo"
         processed = window["processed"]
-        values = self._settings.values
+        settings = self._settings
         entries = {
             "rate_hz": processed / elapsed if elapsed > 0 else 0.0,
             **{f"mean_{stage}": window["stage_sums"][stage] / processed if processed else float("nan")
@@ -439,16 +382,12 @@ class DepthNode(Node):
             "frames_dropped": self._dropped(), "frames_rejected": counts["rejected"], "frames_idle": counts["idle"],
             "frames_failed": self._worker.failed,
             "model": self.model_id, "backend": self.backend, "backend_requested": self.backend_requested,
-            "backend_fallback": self.backend_fallback, "device": str(self.pipeline.device), "dtype": values["dtype"],
-            "steps": values["steps"] if self._video else self.pipeline.steps, "depth_mode": self._settings.decoder.mode,
-            "is_metric": self._settings.decoder.is_metric,
+            "backend_fallback": self.backend_fallback, "device": str(self.pipeline.device), "dtype": settings.node.dtype,
+            "steps": self.pipeline.steps, "depth_mode": settings.decoder.mode, "is_metric": settings.decoder.is_metric,
         }
-        if self._video:  # image mode keeps its keys unchanged
-            with self._lock:
-                video = dict(self._video_state)
-            entries.update(mode="video", video_streaming=values["video_streaming"],
-                           video_cache_state=video["cache_state"], video_references=video["references"],
-                           video_reanchors=video["reanchors"], video_resets=video["resets"])
+        with self._lock:
+            mode_status = dict(self._mode_status)
+        entries.update({name: mode_status[name] for name in self._processor.DIAGNOSTIC_FIELDS})
         status = DiagnosticStatus(
             level=level, name=f"{self.get_fully_qualified_name()}: depth", message=message,
             hardware_id=self.model_id, values=[KeyValue(key=k, value=str(v)) for k, v in entries.items()],

@@ -11,7 +11,7 @@ from rclpy.parameter import Parameter
 from ros_harness import camera_info, connect, rgb_image, wait_for
 
 from pixel_perfect_ros.ros.depth_node import DepthNode
-from pixel_perfect_ros.ros.parameters import PARAMETERS, check_parameters
+from pixel_perfect_ros.ros.parameters import PARAMETERS, NodeSettings, check_settings
 
 HEIGHT, WIDTH = 48, 64
 
@@ -56,13 +56,13 @@ def test_an_unavailable_backend_falls_back_to_torch_and_says_why(ros, tiny_check
 
 
 def test_backend_options_are_checked():
-    values = {spec.name: spec.default for spec in PARAMETERS}
-    assert check_parameters(values) is None
-    assert "multiple of 16" in check_parameters({**values, "max_processing_width": 1000})
+    defaults = NodeSettings()
+    assert check_settings(defaults) is None
+    assert "multiple of 16" in check_settings(defaults.replace(max_processing_width=1000))
     assert "one of: auto" in PARAMETERS[[s.name for s in PARAMETERS].index("backend")].descriptor(
     ).additional_constraints
-    assert "not available in video mode" in check_parameters({**values, "mode": "video", "backend": "tensorrt"})
-    assert check_parameters({**values, "mode": "video", "backend": "torch"}) is None
+    assert "not available in video mode" in check_settings(defaults.replace(mode="video", backend="tensorrt"))
+    assert check_settings(defaults.replace(mode="video", backend="torch")) is None
 
 
 def test_video_mode_refuses_a_backend_other_than_torch(ros, tmp_path):

@@ -1,4 +1,4 @@
-"""The node's per-frame path (``ros/processing.py``) on real message objects, with no node and no DDS.
+"""The node's per-frame path (``ros/processing.py``, image mode of ``ros/processors.py``) on real message objects, with no node and no DDS.
 
 The model is replaced by ``KnownPipeline`` (a known normalised depth per image size) so the decoding,
 intrinsics scaling, filtering and packing can be checked against values computed here.
@@ -12,19 +12,12 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from pixel_perfect_ros.inference import bundled
-from pixel_perfect_ros.inference.checkpoints import CheckpointError
 from pixel_perfect_ros.inference.pipeline import DepthPrediction
 from pixel_perfect_ros.inference.preprocess import processing_size
 from pixel_perfect_ros.ros.conversions import ConversionError
-from pixel_perfect_ros.ros.parameters import PARAMETERS
-from pixel_perfect_ros.ros.processing import (
-    FrameProcessor,
-    Settings,
-    load_pipeline,
-    model_id,
-    nearest_by_stamp,
-)
+from pixel_perfect_ros.ros.parameters import NodeSettings
+from pixel_perfect_ros.ros.processing import FrameSettings, nearest_by_stamp
+from pixel_perfect_ros.ros.processors import ImageProcessor
 
 HEIGHT, WIDTH = 48, 64
 FRAME_ID = "camera_optical"
@@ -60,9 +53,9 @@ def ramp(height: int, width: int) -> np.ndarray:
     return np.tile(np.linspace(0.0, 1.0, width, dtype=np.float32), (height, 1))
 
 
-def settings(**overrides) -> Settings:
+def settings(**overrides) -> FrameSettings:
     """Settings of the parameter defaults with ``overrides``."""
-    return Settings.from_values({**{spec.name: spec.default for spec in PARAMETERS}, **overrides})
+    return FrameSettings.of(NodeSettings(**overrides))
 
 
 def header(stamp: Time = STAMP, frame_id: str = FRAME_ID) -> Header:
@@ -99,7 +92,7 @@ def depth_pixels(msg: Image) -> np.ndarray:
 
 
 def test_relative_depth_is_exp_of_the_model_output_in_every_output():
-    processor = FrameProcessor(KnownPipeline(ramp))
+    processor = ImageProcessor(KnownPipeline(ramp))
     frame = processor.process(rgb_msg(), camera_info(), settings())
     expected = np.exp(ramp(HEIGHT, WIDTH).astype(np.float64)).astype(np.float32)
     np.testing.assert_allclose(frame.depth, expected, rtol=1e-6)
@@ -115,14 +108,14 @@ def test_relative_depth_is_exp_of_the_model_output_in_every_output():
 def test_fixed_range_decodes_the_inverse_of_its_normalisation_to_metres():
     metres = np.tile(np.linspace(1.0, 8.0, WIDTH, dtype=np.float32), (HEIGHT, 1))
     normalised = ((np.log1p(metres) - math.log1p(1.0)) / (math.log1p(8.0) - math.log1p(1.0))).astype(np.float32)
-    processor = FrameProcessor(KnownPipeline(lambda h, w: cv2.resize(normalised, (w, h))))
+    processor = ImageProcessor(KnownPipeline(lambda h, w: cv2.resize(normalised, (w, h))))
     frame = processor.process(rgb_msg(), camera_info(), settings(depth_mode="fixed_range", near_m=1.0, far_m=8.0))
     np.testing.assert_allclose(frame.depth, metres, rtol=1e-5)
     assert frame.is_metric
 
 
 def test_16uc1_output_is_millimetres():
-    processor = FrameProcessor(KnownPipeline(lambda h, w: np.zeros((h, w), np.float32)))
+    processor = ImageProcessor(KnownPipeline(lambda h, w: np.zeros((h, w), np.float32)))
     frame = processor.process(rgb_msg(), camera_info(), settings(depth_mode="fixed_range", near_m=1.5, far_m=8.0,
                                                                  output_encoding="16UC1"))
     assert frame.depth_msg.encoding == "16UC1"
@@ -135,7 +128,7 @@ def test_16uc1_output_is_millimetres():
 @pytest.mark.parametrize(("resolution", "out_h", "out_w"), [("input", HEIGHT, WIDTH), ("processing", 32, 32)])
 def test_published_size_and_intrinsics_follow_output_resolution(resolution, out_h, out_w):
     # target_area 32 x 24: the 48 x 64 input halved to 24 x 32, each side rounded to a multiple of 16.
-    processor = FrameProcessor(KnownPipeline(ramp, target_area=32 * 24))
+    processor = ImageProcessor(KnownPipeline(ramp, target_area=32 * 24))
     frame = processor.process(rgb_msg(), camera_info(), settings(output_resolution=resolution,
                                                                  points_xyzrgb=True))
     assert frame.depth.shape == frame.normalised.shape == (out_h, out_w)
@@ -154,7 +147,7 @@ def test_published_size_and_intrinsics_follow_output_resolution(resolution, out_
 
 
 def test_points_are_decimated_and_left_out_when_not_wanted():
-    processor = FrameProcessor(KnownPipeline(ramp))
+    processor = ImageProcessor(KnownPipeline(ramp))
     frame = processor.process(rgb_msg(), camera_info(), settings(points_decimation=4))
     assert (frame.points_msg.width, frame.points_msg.height) == (WIDTH // 4, HEIGHT // 4)
     assert processor.process(rgb_msg(), camera_info(), settings(), want_points=False).points_msg is None
@@ -167,7 +160,7 @@ def test_without_camera_info_the_intrinsics_come_from_moge2():
         intrinsics = np.array([[0.8, 0.0, 0.5], [0.0, 1.1, 0.5], [0.0, 0.0, 1.0]], np.float32)
 
     pipeline = KnownPipeline(ramp, reference=Reference())
-    frame = FrameProcessor(pipeline).process(rgb_msg(), None, settings(intrinsics_source="moge2"))
+    frame = ImageProcessor(pipeline).process(rgb_msg(), None, settings(intrinsics_source="moge2"))
     K = np.array([[0.8 * WIDTH, 0, 0.5 * WIDTH - 0.5], [0, 1.1 * HEIGHT, 0.5 * HEIGHT - 0.5], [0, 0, 1]])
     np.testing.assert_allclose(frame.K, K, rtol=1e-6)
     np.testing.assert_allclose(np.reshape(frame.info_msg.k, (3, 3)), K, rtol=1e-6)
@@ -182,7 +175,7 @@ def test_flying_pixel_filter_removes_the_mixed_column_of_a_step_edge():
     step[WIDTH // 2 - 1] = 3.0  # one column of mixed pixels between the two planes
     normalised = ((np.log1p(np.tile(step, (HEIGHT, 1))) - math.log1p(1.0)) / (math.log1p(5.0) - math.log1p(1.0)))
     normalised = normalised.astype(np.float32)
-    processor = FrameProcessor(KnownPipeline(lambda h, w: normalised))
+    processor = ImageProcessor(KnownPipeline(lambda h, w: normalised))
     frame = processor.process(rgb_msg(), camera_info(), settings(depth_mode="fixed_range", near_m=1.0, far_m=5.0,
                                                                  flying_pixel_threshold=0.1))
     assert frame.flying_pixels_removed == HEIGHT
@@ -196,16 +189,16 @@ def test_bad_image_or_camera_info_raises_conversion_error_before_the_model():
     bad = rgb_msg()
     bad.encoding = "yuv422_weird"
     with pytest.raises(ConversionError, match="yuv422_weird"):
-        FrameProcessor(pipeline).process(bad, camera_info(), settings())
+        ImageProcessor(pipeline).process(bad, camera_info(), settings())
     with pytest.raises(ConversionError, match="aspect ratios differ"):
-        FrameProcessor(pipeline).process(rgb_msg(), camera_info(WIDTH, WIDTH), settings())
+        ImageProcessor(pipeline).process(rgb_msg(), camera_info(WIDTH, WIDTH), settings())
     assert pipeline.calls == []
 
 
 def test_nonfinite_32fc1_pixels_are_counted():
     intensity = np.random.default_rng(1).random((HEIGHT, WIDTH), dtype=np.float32)
     intensity[0, :5], intensity[1, :3] = np.nan, np.inf
-    processor = FrameProcessor(KnownPipeline(ramp))
+    processor = ImageProcessor(KnownPipeline(ramp))
     assert processor.process(image_msg(intensity, "32FC1"), camera_info(), settings()).nonfinite_pixels == 8
     assert processor.process(rgb_msg(), camera_info(), settings()).nonfinite_pixels == 0
 
@@ -217,7 +210,7 @@ def test_sparse_topic_aligns_to_the_given_sensor_depth_and_falls_back_without_it
     metric = np.expm1(0.9 * ramp(HEIGHT, WIDTH) + 0.3).astype(np.float32)
     sensor = np.zeros((HEIGHT, WIDTH), np.uint16)
     sensor[::3, ::3] = np.round(metric * 1000)[::3, ::3]  # a sparse grid of millimetres
-    processor = FrameProcessor(KnownPipeline(ramp))
+    processor = ImageProcessor(KnownPipeline(ramp))
     sparse_settings = settings(depth_mode="sparse_topic", sparse_min_points=20)
 
     frame = processor.process(rgb_msg(), camera_info(), sparse_settings)  # no sensor depth yet
@@ -234,7 +227,7 @@ def test_sparse_topic_aligns_to_the_given_sensor_depth_and_falls_back_without_it
 
 
 def test_an_unreadable_sparse_depth_is_reported_and_decodes_as_without_one():
-    processor = FrameProcessor(KnownPipeline(ramp))
+    processor = ImageProcessor(KnownPipeline(ramp))
     bad = image_msg(np.ones((HEIGHT, WIDTH, 3), np.uint8), "rgb8")
     frame = processor.process(rgb_msg(), camera_info(), settings(depth_mode="sparse_topic"), sparse=bad)
     assert "unsupported depth encoding 'rgb8'" in frame.sparse_error
@@ -250,40 +243,3 @@ def test_nearest_by_stamp_takes_the_nearest_within_the_max_age():
     assert nearest_by_stamp(messages, base_ns + 1301, max_age_ns=300) is None
     assert nearest_by_stamp(messages, base_ns - 1, max_age_ns=0) is None
     assert nearest_by_stamp([], base_ns, max_age_ns=10**9) is None
-
-
-# ----------------------------------------------------------------------------------------- model
-
-
-def test_model_id_names_the_files_and_marks_the_bundled_model():
-    given = {"checkpoint": "/models/ppd.pth", "semantics": "/models/depth_anything_v2_vitl.pth",
-             "semantics_type": "da2"}
-    assert model_id(given) == "ppd.pth + depth_anything_v2_vitl.pth (da2)"
-    shipped = {"checkpoint": str(bundled.CHECKPOINT), "semantics": str(bundled.SEMANTICS),
-               "semantics_type": bundled.SEMANTICS_TYPE}
-    assert model_id(shipped) == "bundled ppd.pth + moge2.pt (moge2)"
-
-
-class ListLogger:
-    def __init__(self):
-        self.warnings: list[str] = []
-
-    def warning(self, message: str) -> None:
-        self.warnings.append(message)
-
-
-def test_load_pipeline_without_files_loads_the_bundled_model_and_fills_in_values():
-    values = {spec.name: spec.default for spec in PARAMETERS}
-    logger = ListLogger()
-    pipeline = load_pipeline(values, logger)
-    assert (values["checkpoint"], values["semantics"], values["semantics_type"], values["target_area"]) == (
-        str(bundled.CHECKPOINT), str(bundled.SEMANTICS), bundled.SEMANTICS_TYPE, bundled.TARGET_AREA)
-    assert pipeline.target_area == bundled.TARGET_AREA and pipeline.metric_model is None
-    assert len(logger.warnings) == 1 and "bundled tiny model" in logger.warnings[0]
-    assert model_id(values).startswith("bundled ")
-
-
-def test_load_pipeline_needs_both_files_or_neither():
-    values = {spec.name: spec.default for spec in PARAMETERS}
-    with pytest.raises(CheckpointError, match="set both 'checkpoint' and 'semantics'"):
-        load_pipeline({**values, "checkpoint": "/models/ppd.pth"})

@@ -1,0 +1,83 @@
+"""The one loader from files to a ready model (``inference/loader.py``): bundled default, auto backend,
+device check, model names; and the node's request made from its settings."""
+import pytest
+import torch
+
+from pixel_perfect_ros.inference import bundled
+from pixel_perfect_ros.inference.checkpoints import CheckpointError
+from pixel_perfect_ros.inference.loader import (
+    BUNDLED_WARNING,
+    ModelRequest,
+    load_model,
+    model_name,
+    resolve_backend,
+    torch_device,
+)
+from pixel_perfect_ros.inference.pipeline import PixelPerfectDepth
+from pixel_perfect_ros.ros.parameters import NodeSettings, model_request
+
+
+def test_model_name_names_the_files_and_marks_the_bundled_model():
+    given = ModelRequest(checkpoint="/models/ppd.pth", semantics="/models/depth_anything_v2_vitl.pth")
+    assert model_name(given) == "ppd.pth + depth_anything_v2_vitl.pth (da2)"
+    shipped = ModelRequest(checkpoint=str(bundled.CHECKPOINT), semantics=str(bundled.SEMANTICS),
+                           semantics_type=bundled.SEMANTICS_TYPE)
+    assert model_name(shipped) == "bundled ppd.pth + moge2.pt (moge2)"
+    video = ModelRequest(checkpoint="/m/ppvd.pth", semantics="/m/model.safetensors", video=True)
+    assert model_name(video) == "ppvd.pth + model.safetensors (pi3)"
+
+
+def test_without_files_the_bundled_model_at_its_own_area_with_a_warning():
+    loaded = load_model(ModelRequest())
+    assert isinstance(loaded.model, PixelPerfectDepth)
+    assert (loaded.request.checkpoint, loaded.request.semantics, loaded.request.semantics_type) == (
+        str(bundled.CHECKPOINT), str(bundled.SEMANTICS), bundled.SEMANTICS_TYPE)
+    assert loaded.model.target_area == loaded.request.target_area == bundled.TARGET_AREA
+    assert loaded.model.metric_model is None  # the bundled MoGe-2 file is an encoder only
+    assert loaded.warnings == (BUNDLED_WARNING,) and "bundled tiny model" in BUNDLED_WARNING
+    assert loaded.name.startswith("bundled ")
+    assert (loaded.backend_requested, loaded.backend, loaded.backend_fallback) == ("auto (torch)", "torch", "")
+
+
+def test_a_given_area_and_steps_are_kept_for_the_bundled_model():
+    loaded = load_model(ModelRequest(target_area=64 * 48, steps=2, seed=None))
+    assert (loaded.model.target_area, loaded.model.steps, loaded.model.seed) == (64 * 48, 2, None)
+
+
+def test_one_file_without_the_other_is_refused_with_the_download_instructions():
+    with pytest.raises(CheckpointError, match="set both 'checkpoint' and 'semantics'") as error:
+        load_model(ModelRequest(checkpoint="/models/ppd.pth"))
+    assert "huggingface.co" in str(error.value)
+
+
+def test_video_needs_both_files():
+    with pytest.raises(CheckpointError, match="no bundled video model"):
+        load_model(ModelRequest(video=True))
+
+
+def test_a_backend_that_cannot_start_falls_back_to_torch_with_the_reason_as_a_warning():
+    loaded = load_model(ModelRequest(backend="torch_cuda_graph"))
+    assert (loaded.backend_requested, loaded.backend) == ("torch_cuda_graph", "torch")
+    assert loaded.backend_fallback and loaded.backend_fallback in loaded.warnings
+
+
+def test_auto_backend_and_device_checks():
+    assert resolve_backend(ModelRequest(device="cpu")) == "torch"
+    assert resolve_backend(ModelRequest(device="cuda")) == "torch_cuda_graph"
+    assert resolve_backend(ModelRequest(device="cuda", video=True)) == "torch"
+    assert resolve_backend(ModelRequest(backend="onnxruntime")) == "onnxruntime"
+    assert torch_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="not a torch device"):
+        torch_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            torch_device("cuda:0")
+
+
+def test_the_node_asks_for_the_models_own_area_when_target_area_is_at_its_default():
+    assert model_request(NodeSettings()).target_area is None
+    request = model_request(NodeSettings(target_area=4096, seed=-1, mode="video", moge2_checkpoint="/m/moge2.pt",
+                                         engine_file_path="/engines", max_processing_width=512))
+    assert (request.target_area, request.seed, request.video, request.metric_checkpoint) == (
+        4096, None, True, "/m/moge2.pt")
+    assert (request.backend_options.engine_file_path, request.backend_options.max_width) == ("/engines", 512)
