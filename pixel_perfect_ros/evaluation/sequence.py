@@ -20,10 +20,10 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..geometry.alignment import align_disparity_lsq, recover_metric_depth_ransac
 from ..geometry.metrics import (
@@ -35,6 +35,9 @@ from ..geometry.metrics import (
 )
 from ..geometry.projection import back_project, scale_intrinsics
 from . import report
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PANEL_MAX_WIDTH = 320
 """Largest width of the per-frame copies kept for the report's panels and the TAE, pixels."""
@@ -293,6 +296,8 @@ class Evaluation:
     def overview_figure(self) -> Figure:
         """AbsRel and delta1 per protocol, processing time per stage (stacked) over time, and the
         histogram of the headline protocol's relative error over all scored pixels."""
+        from matplotlib.figure import Figure  # matplotlib is imported only when a report is drawn
+
         figure = Figure(figsize=(11, 7), layout="constrained")
         axes = figure.subplots(2, 2)
         times = np.array([f["time_s"] for f in self.frames])
@@ -397,6 +402,8 @@ def write_aggregate_report(path: Path, title: str, bags: list[dict]) -> dict:
 
 def _bags_figure(bags: list[dict]) -> Figure:
     """Mean AbsRel and delta1 per bag and protocol, as grouped bars."""
+    from matplotlib.figure import Figure  # matplotlib is imported only when a report is drawn
+
     figure = Figure(figsize=(11, 3.5), layout="constrained")
     x = np.arange(len(bags))
     for ax, key in zip(figure.subplots(1, 2), HEADLINE_KEYS):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import struct
-import time
 from typing import Callable
 
 import cv2

@@ -38,7 +38,8 @@ from ..inference.video_windows import OVERLAP, STRIDE, scale_and_shift, window_s
 from ..model.dit_video import VideoDiT
 from ..model.pi3 import PI3_ARCHITECTURE, Pi3Semantics
 from ..model.random_weights import randomize_, tiny_video_models
-from .cli import image_size, positive_int, torch_threads
+from .cli import image_size, positive_int
+from .model_arguments import torch_threads
 
 WINDOW_MODE = "window"
 """The official windowed pipeline, the baseline of the ratios."""

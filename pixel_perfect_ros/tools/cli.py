@@ -1,20 +1,12 @@
-"""Helpers shared by the command-line tools: argument types, the model-file arguments, benchmark timing."""
+"""Helpers shared by the command-line tools: argument types and benchmark timing (no heavy imports, so a
+tool's ``--help`` answers at once; the model arguments are in ``model_arguments``)."""
 from __future__ import annotations
 
 import argparse
 import math
 import statistics
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Callable
-
-import torch
-
-from ..inference import bundled
-from ..inference.checkpoints import SEMANTICS_TYPES, download_instructions
 
 
 def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
@@ -85,44 +77,3 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return 1000.0 * statistics.median(times)
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint``, ``--semantics`` and ``--semantics-type`` of the PPD image tools."""
-    parser.add_argument("--checkpoint", type=Path,
-                        help="official ppd.pth or ppd_moge.pth (default: the bundled synthetic-world model)")
-    parser.add_argument("--semantics", type=Path,
-                        help="depth_anything_v2_vitl.pth (da2) or MoGe-2 model.pt (moge2); given with --checkpoint")
-    parser.add_argument("--semantics-type", choices=SEMANTICS_TYPES, default="da2",
-                        help="which encoder --semantics is (default: da2)")
-
-
-def resolve_model_files(args: argparse.Namespace, prog: str) -> bool:
-    """Fill in the bundled model's files when neither ``--checkpoint`` nor ``--semantics`` is given (with a
-    note on stderr) and check the files exist. Returns False after printing why to stderr (exit 2)."""
-    if (args.checkpoint is None) != (args.semantics is None):
-        print(f"{prog}: give both --checkpoint and --semantics, or neither for the bundled model", file=sys.stderr)
-        return False
-    if args.checkpoint is None:
-        args.checkpoint, args.semantics, args.semantics_type = bundled.CHECKPOINT, bundled.SEMANTICS, bundled.SEMANTICS_TYPE
-        print(f"{prog}: no checkpoint given: using the bundled tiny model trained on synthetic rooms "
-              "(for real images use the official checkpoints)", file=sys.stderr)
-    missing = [p for p in (args.checkpoint, args.semantics) if not p.is_file()]
-    if missing:
-        print(f"{prog}: checkpoint not found: {', '.join(map(str, missing))}\n"
-              f"{download_instructions(missing[0].parent)}", file=sys.stderr)
-        return False
-    return True
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(threads)`` (None: as it is) and restore the count after,
-    so a tool called as a function leaves its caller's thread count (and so its float results) alone."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

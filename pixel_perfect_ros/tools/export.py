@@ -27,9 +27,11 @@ import torch
 
 from ..inference.backends.base import BackendOptions, BackendUnavailable
 from ..inference.checkpoints import CheckpointError, load_ppd_dit, load_semantics_encoder
+from ..inference.loader import BUNDLED_WARNING, model_files
 from ..inference.onnx_export import exported_graphs
 from ..model.flow import T
-from .cli import add_model_arguments, image_size, positive_int, resolve_model_files
+from .cli import image_size, positive_int
+from .model_arguments import add_model_arguments, requested_model
 
 TOLERANCES = {("encoder", "fp32"): 2e-3, ("dit_step", "fp32"): 1e-4,
               ("encoder", "fp16"): 2e-2, ("dit_step", "fp16"): 2e-2}
@@ -115,8 +117,6 @@ def build_engines(dit, encoder, out: Path, dtypes: tuple[str, ...], max_size: tu
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not resolve_model_files(args, "ppd-export"):
-        return 2
     max_height, max_width = args.max_size
     too_big = [f"{w}x{h}" for h, w in args.check_sizes if h > max_height or w > max_width]
     if too_big:
@@ -124,8 +124,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        dit = load_ppd_dit(args.checkpoint).eval().requires_grad_(False)
-        encoder = load_semantics_encoder(args.semantics, args.semantics_type).eval().requires_grad_(False)
+        request = requested_model(args)
+        if request.bundled:
+            print(f"ppd-export: {BUNDLED_WARNING}", file=sys.stderr)
+        request = model_files(request)
+        dit = load_ppd_dit(request.checkpoint).eval().requires_grad_(False)
+        encoder = load_semantics_encoder(request.semantics, request.semantics_type).eval().requires_grad_(False)
     except (CheckpointError, ValueError) as exc:
         print(f"ppd-export: {exc}", file=sys.stderr)
         return 2

@@ -12,17 +12,17 @@ import sys
 from pathlib import Path
 
 import cv2
-import torch
 from tqdm import tqdm
 
+from ..evaluation.depth_io import write_depth
 from ..inference import bundled
 from ..inference.backends import BACKENDS, BackendOptions
-from ..inference.backends.base import default_backend
 from ..inference.checkpoints import CheckpointError
-from ..inference.pipeline import DTYPES, PixelPerfectDepth
+from ..inference.loader import load_model
 from ..inference.preprocess import DEFAULT_TARGET_AREA
-from .cli import add_model_arguments, positive_int, resolve_model_files
-from ..evaluation.depth_io import write_depth
+from ..inference.sampling import DTYPES
+from .cli import positive_int
+from .model_arguments import add_model_arguments, requested_model
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -91,25 +91,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ppd-infer: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, args.inputs))}",
               file=sys.stderr)
         return 2
-    bundled_model = args.checkpoint is None and args.semantics is None
-    if not resolve_model_files(args, "ppd-infer"):
-        return 2
-    if bundled_model:
-        args.target_area = args.target_area or bundled.TARGET_AREA
     try:
-        model = PixelPerfectDepth.from_checkpoints(
-            args.checkpoint, args.semantics, args.semantics_type, steps=args.steps,
-            target_area=args.target_area or DEFAULT_TARGET_AREA,
-            device=args.device, dtype=args.dtype, seed=args.seed,
-            backend=default_backend(torch.device(args.device)) if args.backend == "auto" else args.backend,
+        loaded = load_model(requested_model(
+            args, steps=args.steps, target_area=args.target_area, device=args.device, dtype=args.dtype,
+            seed=args.seed, backend=args.backend,
             backend_options=BackendOptions(engine_file_path=str(args.engine_dir or ""),
-                                           force_engine_update=args.force_engine_update),
-        )
+                                           force_engine_update=args.force_engine_update)))
     except (CheckpointError, ValueError, RuntimeError) as exc:
         print(f"ppd-infer: {exc}", file=sys.stderr)
         return 2
-    if model.backend_fallback:
-        print(f"ppd-infer: {model.backend_fallback}", file=sys.stderr)
+    for warning in loaded.warnings:
+        print(f"ppd-infer: {warning}", file=sys.stderr)
+    model = loaded.model
 
     args.out.mkdir(parents=True, exist_ok=True)
     failed = []

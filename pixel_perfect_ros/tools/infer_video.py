@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..inference.checkpoints import CheckpointError, video_download_instructions
-from ..inference.video_pipeline import PixelPerfectVideoDepth
+from ..evaluation.depth_io import colorize
+from ..inference.checkpoints import CheckpointError
+from ..inference.loader import ModelRequest, load_model, model_files
 from ..inference.video_windows import num_windows
 from .cli import positive_int
-from ..evaluation.depth_io import colorize
 from .infer import IMAGE_SUFFIXES
 
 FOLDER_FPS = 10.0
@@ -96,21 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.input.exists():
         print(f"ppd-infer-video: input not found: {args.input}", file=sys.stderr)
         return 2
-    missing = [p for p in (args.checkpoint, args.semantics) if not p.is_file()]
-    if missing:
-        print(f"ppd-infer-video: checkpoint not found: {', '.join(map(str, missing))}\n"
-              f"{video_download_instructions(missing[0].parent)}", file=sys.stderr)
-        return 2
+    request = ModelRequest(checkpoint=str(args.checkpoint), semantics=str(args.semantics), video=True,
+                           steps=args.steps, seed=args.seed, device=args.device)
     try:
+        model_files(request)  # before reading the frames: a missing file is the likelier mistake
         frames, fps = read_frames(args.input, args.max_frames)
-    except ValueError as exc:
-        print(f"ppd-infer-video: {exc}", file=sys.stderr)
-        return 2
-    try:
-        model = PixelPerfectVideoDepth.from_checkpoints(args.checkpoint, args.semantics, steps=args.steps,
-                                                        seed=args.seed, device=args.device)
+        model = load_model(request).model
     except (CheckpointError, ValueError, RuntimeError) as exc:
-        print(f"ppd-infer-video: {exc}\n{video_download_instructions(args.checkpoint.parent)}", file=sys.stderr)
+        print(f"ppd-infer-video: {exc}", file=sys.stderr)
         return 2
 
     with tqdm(total=num_windows(len(frames)), desc="ppd-infer-video", unit="window") as bar:

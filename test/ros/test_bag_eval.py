@@ -19,12 +19,13 @@ from ros_harness import bag_messages
 
 from pixel_perfect_ros.inference.video_pipeline import PixelPerfectVideoDepth
 from pixel_perfect_ros.inference.video_stream import StreamingVideoDepth
-from pixel_perfect_ros.ros import bag_eval
+from pixel_perfect_ros.ros import bag_evaluation, parameter_files
 from pixel_perfect_ros.ros.bag_io import BagRecorder, CameraTopics, camera_frames
 from pixel_perfect_ros.ros.conversions import depth_to_image, message_to_rgb8, rgb8_to_image
-from pixel_perfect_ros.ros.processing import FrameProcessor
+from pixel_perfect_ros.ros.processors import ImageProcessor
 from pixel_perfect_ros.ros.synthetic_bag import synthetic_camera_bag
 from pixel_perfect_ros.evaluation.sequence import Evaluation
+from pixel_perfect_ros.tools import bag_eval
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 H, W, FRAMES = 96, 128, 4
@@ -159,7 +160,7 @@ def test_a_bag_that_fails_part_way_is_marked_incomplete(bags, tmp_path, capsys):
 
 
 def test_ctrl_c_closes_the_bag_and_marks_the_report(bags, tmp_path, monkeypatch):
-    process = FrameProcessor.process
+    process = ImageProcessor.process
     calls = []
 
     def interrupted_on_the_third(self, *args, **kwargs):
@@ -167,7 +168,7 @@ def test_ctrl_c_closes_the_bag_and_marks_the_report(bags, tmp_path, monkeypatch)
         if len(calls) == 3:
             raise KeyboardInterrupt
         return process(self, *args, **kwargs)
-    monkeypatch.setattr(FrameProcessor, "process", interrupted_on_the_third)
+    monkeypatch.setattr(ImageProcessor, "process", interrupted_on_the_third)
     out = tmp_path / "out"
     assert bag_eval.main([str(bags["room"]), "--out", str(out), *TOPICS]) == 130
     check_output_bag(out / "room" / "depth_bag", image_stamps(bags["room"])[:2])
@@ -178,10 +179,11 @@ def test_ctrl_c_closes_the_bag_and_marks_the_report(bags, tmp_path, monkeypatch)
 
 def test_a_stop_request_and_ctrl_c_while_writing(bags, tmp_path, monkeypatch):
     topics = CameraTopics("/camera/image", "/camera/camera_info", "/camera/depth_gt")
-    job = bag_eval.BagJob(bags["room"], tmp_path / "room", topics, bag_eval.node_parameters(None, []), 5_000_000,
-                          None, None, 1, "sqlite3")
+    job = bag_evaluation.BagJob(bags["room"], tmp_path / "room", topics, parameter_files.node_parameters(None, []),
+                                5_000_000, None, None, 1, "sqlite3")
     asked = []
-    result = bag_eval.evaluate_bag(job, stop=lambda: asked.append(1) or len(asked) > 2)  # as the pool's stop event
+    # stop asked as the pool's stop event is
+    result = bag_evaluation.evaluate_bag(job, stop=lambda: asked.append(1) or len(asked) > 2)
     assert result["status"] == "interrupted" and result["frames"] == 2
     assert metrics(tmp_path / "room")["complete"] is False
 
@@ -191,7 +193,7 @@ def test_a_stop_request_and_ctrl_c_while_writing(bags, tmp_path, monkeypatch):
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the report is written: it is finished first
         return write(self, *args, **kwargs)
     monkeypatch.setattr(Evaluation, "write", interrupted_write)
-    result = bag_eval.evaluate_bag(job)
+    result = bag_evaluation.evaluate_bag(job)
     assert result["status"] == "interrupted" and "complete report" in result["message"]
     assert metrics(tmp_path / "room")["complete"] is True and result["frames"] == FRAMES
 
@@ -223,7 +225,7 @@ def local_ray():
 
 def test_ray_runs_the_same_per_bag_work(bags, tmp_path, local_ray):
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "pixel_perfect_ros.ros.bag_eval", str(bags["room"]),
+    result = subprocess.run([sys.executable, "-m", "pixel_perfect_ros.tools.bag_eval", str(bags["room"]),
                              str(bags["mcap"]), "--out", str(out), *TOPICS, "--ray", local_ray],
                             capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -323,10 +325,10 @@ def test_video_mode_needs_its_model_files(bags, tmp_path, capsys):
 # --------------------------------------------------------------------------------------------------
 
 def test_node_parameters_from_the_shipped_file_and_overrides():
-    values = bag_eval.node_parameters(REPO_ROOT / "config" / "depth.yaml", [
+    settings = parameter_files.node_parameters(REPO_ROOT / "config" / "depth.yaml", [
         ("depth_mode", "fixed_range"), ("far_m", "20"), ("publish_points", "false")])
-    assert values["depth_mode"] == "fixed_range" and values["far_m"] == 20.0 and values["publish_points"] is False
-    assert values["steps"] == 4
+    assert settings.depth_mode == "fixed_range" and settings.far_m == 20.0 and settings.publish_points is False
+    assert settings.steps == 4
 
 
 @pytest.mark.parametrize("override, message", [
@@ -336,7 +338,7 @@ def test_node_parameters_from_the_shipped_file_and_overrides():
 ])
 def test_bad_node_parameters(override, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        bag_eval.node_parameters(None, [override])
+        parameter_files.node_parameters(None, [override])
 
 
 def test_bad_arguments_exit_2(bags, tmp_path, capsys):

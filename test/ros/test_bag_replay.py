@@ -12,10 +12,11 @@ from ros_harness import bag_messages
 from sensor_msgs.msg import CompressedImage
 
 from pixel_perfect_ros.msg import DepthStatus
-from pixel_perfect_ros.ros import bag_replay
+from pixel_perfect_ros.ros import node_process, replayer
 from pixel_perfect_ros.ros.bag_io import BagRecorder, CameraTopics, camera_frames
 from pixel_perfect_ros.ros.conversions import depth_to_image, image_to_rgb8
 from pixel_perfect_ros.ros.synthetic_bag import synthetic_camera_bag
+from pixel_perfect_ros.tools import bag_replay
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FRAMES, FPS = 6, 10.0
@@ -87,7 +88,7 @@ def test_replay_through_a_started_node_in_sim_time(dds, camera_bag, tmp_path, ca
 
 
 def test_rate_2_into_a_running_node(dds, camera_bag, tmp_path, capsys):
-    node = bag_replay.NodeProcess(bag_replay.node_command({}))  # not started by the tool
+    node = node_process.NodeProcess(node_process.node_command({}))  # not started by the tool
     try:
         code = bag_replay.main([str(camera_bag), "--out", str(tmp_path / "replay"), *TOPICS, "--rate", "2"])
         node.stop()
@@ -132,13 +133,13 @@ def test_a_compressed_bag_paced(dds, camera_bag, tmp_path, capsys):
 
 
 def test_ctrl_c_closes_the_bag_and_marks_the_report_incomplete(dds, camera_bag, tmp_path, monkeypatch):
-    record = bag_replay.Replayer._record
+    record = replayer.Replayer._record
 
     def record_then_interrupt(self, name, topic, msg):  # Ctrl-C once the first frame's status is recorded
         record(self, name, topic, msg)
         if name == "depth/status":
             os.kill(os.getpid(), signal.SIGINT)
-    monkeypatch.setattr(bag_replay.Replayer, "_record", record_then_interrupt)
+    monkeypatch.setattr(replayer.Replayer, "_record", record_then_interrupt)
     out = tmp_path / "replay"
     assert bag_replay.main([str(camera_bag), "--out", str(out), *TOPICS, "--rate", "0.2", "--start-node"]) == 130
     stats = json.loads((out / "report" / "replay.json").read_text())
@@ -195,6 +196,6 @@ def test_bad_arguments_are_argparse_errors(args, message, capsys):
 
 def test_node_command_and_namespace():
     assert bag_replay.ros_namespace("/") == "" and bag_replay.ros_namespace("cam/") == "/cam"
-    command = bag_replay.node_command({"lazy": False, "target_area": 4096, "depth_mode": "relative"}, "/cam")
+    command = node_process.node_command({"lazy": False, "target_area": 4096, "depth_mode": "relative"}, "/cam")
     assert command[command.index("--ros-args"):] == ["--ros-args", "-r", "__ns:=/cam", "-p", "lazy:=false",
                                                      "-p", "target_area:=4096", "-p", "depth_mode:=relative"]

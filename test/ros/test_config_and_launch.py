@@ -9,8 +9,8 @@ import rclpy
 import yaml
 
 from pixel_perfect_ros.ros.depth_node import DepthNode
-from pixel_perfect_ros.ros import parameter_docs
 from pixel_perfect_ros.ros.parameters import PARAMETERS, SPECS
+from pixel_perfect_ros.tools import parameter_docs
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "depth.launch.py"

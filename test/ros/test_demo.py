@@ -10,7 +10,8 @@ from ros_harness import bag_messages
 from sensor_msgs.msg import Image, PointCloud2
 
 from pixel_perfect_ros.msg import DepthStatus
-from pixel_perfect_ros.ros import demo
+from pixel_perfect_ros.ros import simulated_lidar
+from pixel_perfect_ros.tools import demo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,10 +116,10 @@ def test_node_parameters_pass_the_official_files_through():
 
 def test_simulated_lidar_keeps_16_rows_and_every_second_column():
     depth = np.arange(96 * 128, dtype=np.float32).reshape(96, 128) + 1.0
-    sparse = demo.simulated_lidar(depth)
+    sparse = simulated_lidar.simulated_lidar(depth)
     rows = np.flatnonzero(np.isfinite(sparse).any(axis=1))
-    assert len(rows) == demo.LIDAR_ROWS and rows[0] == 0 and rows[-1] == 95
+    assert len(rows) == simulated_lidar.LIDAR_ROWS and rows[0] == 0 and rows[-1] == 95
     assert np.ptp(np.diff(rows)) <= 1  # evenly spaced
     kept = np.isfinite(sparse)
-    assert kept.sum() == demo.LIDAR_ROWS * 64 and kept[rows][:, ::2].all()
+    assert kept.sum() == simulated_lidar.LIDAR_ROWS * 64 and kept[rows][:, ::2].all()
     np.testing.assert_array_equal(sparse[kept], depth[kept])

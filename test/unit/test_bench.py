@@ -5,6 +5,9 @@ import pytest
 import torch
 
 from pixel_perfect_ros.inference.backends import create_backend
+from pixel_perfect_ros.inference.benchmark import STAGES
+from pixel_perfect_ros.inference.benchmark_report import COLUMNS
+from pixel_perfect_ros.ros import benchmark
 from pixel_perfect_ros.tools import bench
 
 
@@ -20,7 +23,7 @@ def missing_onnxruntime(monkeypatch):
         if name == "onnxruntime":
             raise ModuleNotFoundError("No module named 'onnxruntime_backend'")
         return create_backend(name, *args, **kwargs)
-    monkeypatch.setattr(bench, "create_backend", fake)
+    monkeypatch.setattr(benchmark, "create_backend", fake)
 
 
 def test_smoke_prints_the_table(capsys, tmp_path, missing_onnxruntime):
@@ -34,7 +37,7 @@ def test_smoke_prints_the_table(capsys, tmp_path, missing_onnxruntime):
     assert first.startswith("ppd-bench ") and "torch " in first and "threads 1" in first and "architecture bundled" in first
     assert "measured fp32 matmul" in out and "### 64x48 (W x H)" in out
     header, body = _table(out)
-    assert tuple(header) == bench.COLUMNS
+    assert tuple(header) == COLUMNS
     assert all(len(row) == len(header) for row in body)
     col = {name: i for i, name in enumerate(header)}
     assert [(row[0], row[1], row[2]) for row in body] == [
@@ -54,17 +57,17 @@ def test_smoke_prints_the_table(capsys, tmp_path, missing_onnxruntime):
     rows = json.loads(json_path.read_text())["rows"]
     assert [(r["backend"], r["steps"], r["status"][:11]) for r in rows] == [
         ("torch", 1, "ok"), ("torch", 2, "ok"), ("onnxruntime", None, "unavailable"), ("tensorrt", None, "unavailable")]
-    assert set(rows[0]["stage_ms"]) == set(bench.STAGES)
+    assert set(rows[0]["stage_ms"]) == set(STAGES)
 
 
 def test_a_failing_run_is_reported(capsys, monkeypatch):
-    real = bench.run_stages
+    real = benchmark.run_stages
 
     def flaky(backend, frame, timesteps, device):
         if len(timesteps) == 2:
             raise RuntimeError("out of memory\nmore")
         return real(backend, frame, timesteps, device)
-    monkeypatch.setattr(bench, "run_stages", flaky)
+    monkeypatch.setattr(benchmark, "run_stages", flaky)
     assert bench.main(["--smoke", "--steps", "1,2", "--backends", "torch", "--dtypes", "fp32"]) == 0
     _, body = _table(capsys.readouterr().out)
     assert body[1][-1] == "failed: RuntimeError: out of memory"

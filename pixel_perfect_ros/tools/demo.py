@@ -1,34 +1,30 @@
 """``ppd-demo``: the whole pipeline on a synthetic camera bag, ending in a report.
 
 Renders a synthetic camera bag (``ros/synthetic_bag.py``) and replays it with ``ppd-bag-replay``'s machinery
-(``ros/bag_replay.py``): depth_node started as a subprocess in the metric ``sparse_topic`` mode (the
+(``ros/replay.py``): depth_node started as a subprocess in the metric ``sparse_topic`` mode (the
 bundled model unless official files are given), each frame published over DDS with a simulated sparse
-LiDAR, paced (the next once the previous one's outputs have arrived), every output recorded to
-``depth_bag/``, and both bags read back into ``report/``.
+LiDAR (``ros/simulated_lidar.py``), paced (the next once the previous one's outputs have arrived), every
+output recorded to ``depth_bag/``, and both bags read back into ``report/``.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..inference.checkpoints import SEMANTICS_TYPES
-from .synthetic_bag import synthetic_camera_bag
-from ..tools.cli import image_size, positive_int
-from .bag_io import BagFrame, CameraTopics, camera_frames
-from .bag_replay import ReplayOptions, replay_bag
-from .conversions import depth_to_image
+from ..ros.bag_io import CameraTopics, camera_frames
+from ..ros.replay import replay_bag
+from ..ros.replayer import ReplayOptions
+from ..ros.simulated_lidar import LIDAR_ROWS, with_lidar
+from ..ros.synthetic_bag import synthetic_camera_bag
+from .cli import image_size, positive_int
 
 SOURCE_TOPICS = CameraTopics(image="/camera/image", camera_info="/camera/camera_info", depth="/camera/depth_gt",
                              pose="/camera/pose")
 """The topics ``synthetic_camera_bag`` writes."""
-LIDAR_ROWS = 16
-"""Rows of the simulated LiDAR (evenly spaced; every 2nd column of each)."""
 NODE_PARAMETERS = {"depth_mode": "sparse_topic", "input_reliability": "reliable",
                    "output_resolution": "input", "publish_points": True, "points_xyzrgb": True, "lazy": True}
 TIMEOUT_S = 120.0
@@ -58,21 +54,6 @@ def node_parameters(args: argparse.Namespace) -> dict[str, object]:
     if args.target_area:
         parameters["target_area"] = args.target_area
     return parameters
-
-
-def simulated_lidar(depth: np.ndarray) -> np.ndarray:
-    """(H, W) float32 metres, NaN = invalid -> the same kept on ``LIDAR_ROWS`` evenly spaced rows and
-    every 2nd column (from column 0), NaN elsewhere."""
-    sparse = np.full_like(depth, np.nan)
-    rows = np.round(np.linspace(0, depth.shape[0] - 1, LIDAR_ROWS)).astype(int)
-    sparse[rows, ::2] = depth[rows, ::2]
-    return sparse
-
-
-def with_lidar(frame: BagFrame) -> BagFrame:
-    """The frame with ``sparse``: its ground-truth depth seen by the simulated LiDAR, as a 32FC1 Image
-    with the camera image's header."""
-    return dataclasses.replace(frame, sparse=depth_to_image(simulated_lidar(frame.gt_depth), frame.image.header))
 
 
 def main(argv: list[str] | None = None) -> int:

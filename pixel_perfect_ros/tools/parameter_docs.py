@@ -1,6 +1,6 @@
-"""config/depth.yaml and the README's parameter table, rendered from ``parameters.PARAMETERS``.
+"""config/depth.yaml and the README's parameter table, rendered from ``ros/parameters.py``'s ``PARAMETERS``.
 
-    python -m pixel_perfect_ros.ros.parameter_docs   # rewrites config/depth.yaml and the README table
+    python -m pixel_perfect_ros.tools.parameter_docs   # rewrites config/depth.yaml and the README table
 
 Tests compare both files with this rendering, so the documentation cannot drift from the node.
 """
@@ -11,9 +11,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .parameters import PARAMETERS, ParameterSpec
+from ..ros.parameters import PARAMETERS, ParameterSpec
 
-README_BEGIN = "<!-- parameters table: python -m pixel_perfect_ros.ros.parameter_docs -->"
+README_BEGIN = "<!-- parameters table: python -m pixel_perfect_ros.tools.parameter_docs -->"
 README_END = "<!-- end of parameters table -->"
 
 
