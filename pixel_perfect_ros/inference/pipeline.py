@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from ..model.dit import SEMANTICS_DIM
-from ..model.flow import sampling_timesteps
 from ..model.moge2 import MoGe2Model
 from ..model.semantics import MoGe2Semantics
 from .backends import BackendOptions, create_backend
@@ -21,7 +20,7 @@ from .checkpoints import load_moge2_model, load_ppd_dit, load_semantics_encoder
 from .moge2 import MoGe2Result
 from .moge2 import infer as moge2_infer
 from .preprocess import DEFAULT_TARGET_AREA, image_to_tensor, resize_depth, resize_to_processing
-from .sampling import autocast, check_dtype, seeded_noise
+from .sampling import EulerSteps, autocast, check_dtype, seeded_noise
 from .timing import StageTimer
 
 
@@ -46,7 +45,7 @@ class DepthPrediction:
     metric_reference: MoGe2Result | None = None
 
 
-class PixelPerfectDepth:
+class PixelPerfectDepth(EulerSteps):
     """PPD inference on single RGB images.
 
     Args:
@@ -103,16 +102,6 @@ class PixelPerfectDepth:
         self.shared_encoder = metric_model is not None and getattr(semantics_encoder, "encoder", None) is metric_model.encoder
         self.backend, self.backend_fallback = create_backend(backend, self.dit, self.semantics_encoder, self.device,
                                                              dtype, backend_options)
-
-    @property
-    def steps(self) -> int:
-        """Euler steps; may be changed between calls."""
-        return self._steps
-
-    @steps.setter
-    def steps(self, steps: int) -> None:
-        self.timesteps = sampling_timesteps(steps)
-        self._steps = steps
 
     @classmethod
     def from_checkpoints(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..model.flow import euler_step, next_timesteps
+from ..model.flow import euler_step, next_timesteps, sampling_timesteps
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 """Precision names -> autocast dtype (None: plain float32)."""
@@ -33,6 +33,20 @@ def seeded_noise(shape: tuple[int, ...], seed: int | None) -> torch.Tensor:
     else:
         generator.manual_seed(seed)
     return torch.randn(*shape, generator=generator)
+
+
+class EulerSteps:
+    """A pipeline's ``steps`` (Euler steps; may be changed between calls) and the official ``timesteps``
+    they give (``flow.sampling_timesteps``, which refuses steps < 1)."""
+
+    @property
+    def steps(self) -> int:
+        return self._steps
+
+    @steps.setter
+    def steps(self, steps: int) -> None:
+        self.timesteps = sampling_timesteps(steps)
+        self._steps = steps
 
 
 def sample_depth(

@@ -15,10 +15,9 @@ import numpy as np
 import torch
 
 from ..model.dit_video import VIDEO_SEMANTICS_DIM, VideoDiT
-from ..model.flow import sampling_timesteps
 from ..model.pi3 import Pi3Semantics
 from .checkpoints import load_pi3_semantics, load_ppvd_dit
-from .sampling import autocast, check_dtype, sample_depth, seeded_noise
+from .sampling import EulerSteps, autocast, check_dtype, sample_depth, seeded_noise
 from .timing import StageTimer
 from .video_windows import (WINDOW, align_video_depth, to_network_input, window_depth_to_original,
                             window_slots)
@@ -44,13 +43,14 @@ def initial_noise(size: int, seed: int | None) -> torch.Tensor:
     return seeded_noise((WINDOW, 1, size, size), seed)
 
 
-class PixelPerfectVideoDepth:
+class PixelPerfectVideoDepth(EulerSteps):
     """PPVD inference on video clips.
 
     Args:
         dit: the PPVD ``VideoDiT``; its ``input_size`` is the network resolution (512 official).
         semantics: Pi3 encoder + decoder giving (F, h*w, 2048) tokens.
-        steps: Euler steps (official default 4).
+        steps: Euler steps (official default 4); may be changed between calls (a stream then runs a new
+            reference pass).
         seed: initial-noise seed (same clip -> same depth); None draws fresh noise each call.
         device: torch device, e.g. "cpu", "cuda:0". Never silently changed.
         dtype: "fp32", "fp16" or "bf16" (autocast; the latent stays float32).
@@ -73,16 +73,6 @@ class PixelPerfectVideoDepth:
         self.bgr_quirk = bgr_quirk
         self.dit = dit.eval().requires_grad_(False).to(self.device)
         self.semantics = semantics.eval().requires_grad_(False).to(self.device)
-
-    @property
-    def steps(self) -> int:
-        """Euler steps; may be changed between calls (a stream then runs a new reference pass)."""
-        return self._steps
-
-    @steps.setter
-    def steps(self, steps: int) -> None:
-        self.timesteps = sampling_timesteps(steps)
-        self._steps = steps
 
     @classmethod
     def from_checkpoints(cls, ppvd_path: str | Path, pi3_path: str | Path, **kwargs) -> "PixelPerfectVideoDepth":

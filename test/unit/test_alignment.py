@@ -12,6 +12,11 @@ from pixel_perfect_ros.geometry.alignment import (
 OFFICIAL_SEED = 666
 """The fixture was recorded right after ``np.random.seed(666)``."""
 
+ALIGN_RTOL = 1e-5  # float32 LAPACK lstsq + numpy log/exp: rounding differs by CPU / BLAS kernel / library version
+"""Stated relative tolerance of the log-affine fit (``a``, ``b``) and of the metric log-depth (x its max).
+A real difference is far larger: the fit (2.3070, 0.7641) is 5e-3 from the generating relation (2.2960,
+0.7635), and a 2-point RANSAC model other than the official best trial changes the inlier count by >= 1."""
+
 
 @pytest.fixture(scope="module")
 def ransac_fixture(fixtures_dir):
@@ -20,6 +25,23 @@ def ransac_fixture(fixtures_dir):
         pytest.skip(f"{path} not found")
     with np.load(path) as data:
         return {key: data[key] for key in data.files}
+
+
+def _near_threshold(f) -> np.ndarray:
+    """(N,) bool over ``pred[mask]``: pixels whose RANSAC inlier decision could flip under rounding.
+
+    A pixel is an inlier of a trial when its residual under the line through the trial's 2 sampled points
+    is <= the MAD threshold. Residuals within ``ALIGN_RTOL`` (x max |y|) of the threshold, in any of the
+    recorded trials, are not compared (in this fixture there are none: the closest is 1.3e-3 away).
+    """
+    x = f["pred"][f["mask"]].astype(np.float64)
+    y = np.log(f["gt"][f["mask"]].astype(np.float64) + 1.0)
+    margin = ALIGN_RTOL * np.abs(y).max()
+    near = np.zeros(x.shape, dtype=bool)
+    for i, j in f["sampled_subsets"]:
+        a = (y[j] - y[i]) / (x[j] - x[i])
+        near |= np.abs(np.abs(y - (a * x + (y[i] - a * x[i]))) - f["residual_threshold_mad"]) <= margin
+    return near
 
 
 def two_plane_depth(height=48, width=64):
@@ -33,21 +55,28 @@ def two_plane_depth(height=48, width=64):
 # Official RANSAC: parity with the fixture
 # --------------------------------------------------------------------------------------------------
 
-def test_fit_reproduces_the_official_ransac_bit_exactly(ransac_fixture):
+def test_fit_reproduces_the_official_ransac(ransac_fixture):
     f = ransac_fixture
     fit = fit_log_affine_ransac(f["pred"], f["gt"], f["mask"], seed=OFFICIAL_SEED)
     assert not fit.fallback
-    assert fit.a == f["coef_a"].item() and fit.b == f["intercept_b"].item()  # bit-exact
+    assert fit.a == pytest.approx(f["coef_a"].item(), rel=ALIGN_RTOL)
+    assert fit.b == pytest.approx(f["intercept_b"].item(), rel=ALIGN_RTOL)
+    # Discrete outcomes: the inlier set except near the threshold; the trial count, which only depends on
+    # the best inlier count k through ceil(log(0.01) / log(1 - (k / N)^2)) = ceil(3.8) (stable).
+    near = _near_threshold(f)
+    np.testing.assert_array_equal(fit.inliers[~near], f["inlier_mask_flat"][~near])
+    assert abs(int(fit.inliers.sum()) - 2117) <= near.sum()
     assert fit.n_trials == f["n_trials"].item() == 4
-    np.testing.assert_array_equal(fit.inliers, f["inlier_mask_flat"])
-    assert fit.inliers.sum() == 2117
 
 
-def test_recover_metric_depth_reproduces_the_official_output_bit_exactly(ransac_fixture):
+def test_recover_metric_depth_reproduces_the_official_output(ransac_fixture):
     f = ransac_fixture
     out = recover_metric_depth_ransac(f["pred"], f["gt"], f["mask"], seed=OFFICIAL_SEED)
     assert out.dtype == np.float32 and out.shape == (48, 64)
-    np.testing.assert_array_equal(out, f["out_pred_metric"])
+    # out = clip(exp(a pred + b) - 1): compared in log(1 + depth), relative to its range.
+    expected = np.log1p(f["out_pred_metric"].astype(np.float64))
+    np.testing.assert_allclose(np.log1p(out.astype(np.float64)), expected, rtol=0,
+                               atol=ALIGN_RTOL * np.abs(expected).max())
 
 
 def test_ransac_leaves_numpy_global_rng_alone(ransac_fixture):

@@ -10,7 +10,6 @@ from checkpoint_files import tiny_video_models
 from pixel_perfect_ros.inference import video_stream
 from pixel_perfect_ros.inference.video_pipeline import PixelPerfectVideoDepth
 from pixel_perfect_ros.inference.video_stream import MODES, STAGES, StreamingVideoDepth
-from pixel_perfect_ros.model.flow import sampling_timesteps
 
 HEIGHT, WIDTH = 24, 40
 
@@ -200,7 +199,7 @@ def test_a_change_of_steps_runs_a_new_reference_pass():
     stream = StreamingVideoDepth(model, keyframe_every=100, max_scale_jump=math.inf, mode="stream_cached")
     _stream(stream, _clip(5))
     assert stream.reference_passes == 1
-    model.timesteps = sampling_timesteps(2)
+    model.steps = 2
     out = _stream(stream, _clip(2, seed=1), first=5)
     assert stream.reference_passes == 2 and len(stream.references.steps) == 2
     assert [stamp for stamp, _ in out] == [_stamp(5), _stamp(6)]

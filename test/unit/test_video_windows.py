@@ -19,6 +19,8 @@ from pixel_perfect_ros.inference.video_windows import (
     window_slots,
 )
 
+ALIGN_RTOL = 1e-5  # x max|ref|: float32 normal equations; solving them in float64 moves the fixture's out by 6e-7
+
 
 @pytest.fixture(scope="module")
 def windowing(fixtures_dir):
@@ -75,7 +77,10 @@ def test_align_matches_official(align_io):
     windows = [w[:, 0].numpy() for w in align_io["windows"]]  # (16, H, W) each
     out = align_video_depth(windows)
     assert out.dtype == np.float32 and out.shape == tuple(align_io["out"].shape)
-    np.testing.assert_array_equal(out, align_io["out"].numpy())
+    # float32 sums over the reference slots: the summation order (numpy version, SIMD) rounds differently.
+    expected = align_io["out"].numpy()
+    np.testing.assert_array_equal(out[:WINDOW], expected[:WINDOW])  # window 0 is copied, not solved
+    np.testing.assert_allclose(out, expected, rtol=0, atol=ALIGN_RTOL * np.abs(expected).max())
 
 
 def test_align_keeps_window_zero_and_recovers_known_affine():
@@ -85,7 +90,7 @@ def test_align_keeps_window_zero_and_recovers_known_affine():
     second[0], second[1], second[2] = (first[i] * 2 - 1 for i in KEYFRAMES)
     out = align_video_depth([first, second])
     np.testing.assert_array_equal(out[:WINDOW], first)
-    np.testing.assert_allclose(out[WINDOW:], first[OVERLAP:], atol=1e-6)
+    np.testing.assert_allclose(out[WINDOW:], first[OVERLAP:], atol=ALIGN_RTOL)  # values in [0, 1)
 
 
 def test_align_det_zero_falls_back_to_identity():
