@@ -6,14 +6,15 @@ import pytest
 from checkpoint_files import write_da2_checkpoint, write_moge2_checkpoint, write_ppd_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FIXTURES_DIR = Path(os.environ.get("PPD_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+FIXTURES_DIR = Path(os.environ.get("PPD_FIXTURES", REPO_ROOT / "test" / "fixtures"))
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """Directory of the parity fixtures produced by running the official code."""
-    if not FIXTURES_DIR.is_dir():
-        pytest.skip(f"parity fixtures not found at {FIXTURES_DIR} (set PPD_FIXTURES)")
+    """Directory of the parity fixtures produced by running the official code (test/fixtures/)."""
+    if not (FIXTURES_DIR / "README.md").is_file():
+        raise FileNotFoundError(f"parity fixtures not found at {FIXTURES_DIR}: they ship in test/fixtures/ "
+                                "(PPD_FIXTURES overrides the folder)")
     return FIXTURES_DIR
 
 

@@ -1,4 +1,4 @@
-"""Parity of model/dit.py with the official PPD DiT (fixtures from ../shared/fixtures)."""
+"""Parity of model/dit.py with the official PPD DiT (fixtures in test/fixtures)."""
 import json
 
 import pytest
