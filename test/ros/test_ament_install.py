@@ -1,11 +1,15 @@
 """The ROS 2 build of the whole package (what colcon runs: CMakeLists.txt with rosidl, the Python
 package, scripts, launch and config), from a copy of the sources, into a fresh prefix."""
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+
+import cv2
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = ("CMakeLists.txt", "package.xml", "msg", "launch", "config", "scripts", "pixel_perfect_ros")
@@ -29,7 +33,11 @@ def test_cmake_install_gives_a_working_ros_package(tmp_path):
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     site = prefix / Path(sysconfig.get_paths()["purelib"]).relative_to(sys.prefix)
-    assert {p.name for p in (prefix / "lib" / "pixel_perfect_ros").iterdir()} == {"depth_node", "ppd-infer"}
+    console_scripts = dict(re.findall(r'"([\w-]+) = pixel_perfect_ros\.([\w.]+):main"', (REPO / "setup.py").read_text()))
+    tools = prefix / "lib" / "pixel_perfect_ros"
+    assert {p.name for p in tools.iterdir()} == set(console_scripts)  # every tool for `ros2 run`
+    for name, module in console_scripts.items():
+        assert f"from pixel_perfect_ros.{module} import main" in (tools / name).read_text(), name
     assert (prefix / "share" / "pixel_perfect_ros" / "launch" / "depth.launch.py").is_file()
     assert (prefix / "share" / "pixel_perfect_ros" / "config" / "depth.yaml").is_file()
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "pixel_perfect_ros").is_file()
@@ -54,3 +62,13 @@ print(get_package_share_directory("pixel_perfect_ros"))
                                  "_ROS_WHEELS_BOOTSTRAP_COMPLETE": ""})
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == str(prefix / "share" / "pixel_perfect_ros")
+
+    # An installed tool runs from the prefix, as `ros2 run pixel_perfect_ros ppd-infer` runs it: the bundled
+    # model (installed with the package) on one image.
+    image = tmp_path / "frame.png"
+    assert cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    result = subprocess.run([sys.executable, str(tools / "ppd-infer"), str(image), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                            env={**env, "PYTHONPATH": str(site), "_ROS_WHEELS_BOOTSTRAP_COMPLETE": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "frame_depth.npy").is_file()
