@@ -2,7 +2,7 @@
 
 It lets the node and the CLIs run out of the box, with no download, and gives the tests a model whose
 accuracy can be checked. It knows only synthetic rooms: for real cameras use the official checkpoints.
-Model card: README, "Synthetic world and the tiny model".
+Model card: docs/bundled-model.md.
 """
 from pathlib import Path
 

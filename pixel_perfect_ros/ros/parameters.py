@@ -2,7 +2,8 @@
 
 ``NodeSettings`` is the table: a frozen dataclass whose fields are the parameters (name, type, default)
 with their description, choices or range and read-only flag; the node and ppd-bag-eval read typed values
-from it (``settings.depth_mode``), and ``PARAMETERS`` (ROS descriptors, YAML and README) is derived from it.
+from it (``settings.depth_mode``), and ``PARAMETERS`` (ROS descriptors, config/depth.yaml, the table of
+docs/node.md) is derived from it.
 Read-only parameters (model, device, QoS, input topic kind) are fixed at start; the others may be
 changed while the node runs (``ros2 param set``) and are validated before they take effect.
 """

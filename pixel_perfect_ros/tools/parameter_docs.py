@@ -1,6 +1,6 @@
-"""config/depth.yaml and the README's parameter table, rendered from ``ros/parameters.py``'s ``PARAMETERS``.
+"""config/depth.yaml and the parameter table of docs/node.md, rendered from ``ros/parameters.py``'s table.
 
-    python -m pixel_perfect_ros.tools.parameter_docs   # rewrites config/depth.yaml and the README table
+    python -m pixel_perfect_ros.tools.parameter_docs   # rewrites config/depth.yaml and the docs/node.md table
 
 Tests compare both files with this rendering, so the documentation cannot drift from the node.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..ros.parameters import PARAMETERS, ParameterSpec
 
-README_BEGIN = "<!-- parameters table: python -m pixel_perfect_ros.tools.parameter_docs -->"
-README_END = "<!-- end of parameters table -->"
+TABLE_BEGIN = "<!-- parameters table: python -m pixel_perfect_ros.tools.parameter_docs -->"
+TABLE_END = "<!-- end of parameters table -->"
 
 
 def _value(value) -> str:
@@ -55,21 +55,22 @@ def yaml_text() -> str:
 
 
 def markdown_table() -> str:
-    """The README table, between its begin and end markers."""
-    rows = [README_BEGIN, "| parameter | default | values | run-time | meaning |", "|---|---|---|---|---|"]
+    """The docs/node.md table, between its begin and end markers."""
+    rows = [TABLE_BEGIN, "| parameter | default | values | run-time | meaning |", "|---|---|---|---|---|"]
     for spec in PARAMETERS:
         allowed = _allowed(spec).replace("|", "\\|")
         rows.append(f"| `{spec.name}` | `{_value(spec.default)}` | {allowed} | {'no' if spec.read_only else 'yes'} "
                     f"| {spec.description} |")
-    return "\n".join(rows + [README_END]) + "\n"
+    return "\n".join(rows + [TABLE_END]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     root = Path(argv[0]) if argv else Path(__file__).resolve().parents[2]
     (root / "config" / "depth.yaml").write_text(yaml_text())
-    readme = (root / "README.md").read_text()
-    start, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END) + 1
-    (root / "README.md").write_text(readme[:start] + markdown_table() + readme[end:])
+    page = root / "docs" / "node.md"
+    text = page.read_text()
+    start, end = text.index(TABLE_BEGIN), text.index(TABLE_END) + len(TABLE_END) + 1
+    page.write_text(text[:start] + markdown_table() + text[end:])
     return 0
 
 

@@ -20,9 +20,9 @@ def yaml_parameters() -> dict:
     return yaml.safe_load((REPO / "config" / "depth.yaml").read_text())["/**"]["ros__parameters"]
 
 
-def test_yaml_and_readme_table_are_the_rendering_of_the_parameter_table():
+def test_yaml_and_the_docs_table_are_the_rendering_of_the_parameter_table():
     assert (REPO / "config" / "depth.yaml").read_text() == parameter_docs.yaml_text()
-    assert parameter_docs.markdown_table() in (REPO / "README.md").read_text()
+    assert parameter_docs.markdown_table() in (REPO / "docs" / "node.md").read_text()
 
 
 def test_yaml_holds_every_parameter_with_its_default():

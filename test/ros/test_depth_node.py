@@ -46,7 +46,7 @@ DIAGNOSTIC_KEYS = {
     "frames_dropped", "frames_rejected", "frames_idle", "frames_failed", "model", "backend", "backend_requested",
     "backend_fallback", "device", "dtype", "steps", "depth_mode", "is_metric",
 }
-"""/diagnostics values: README's rate, mean latency per stage, counters, model and backend (running,
+"""/diagnostics values (docs/node.md): rate, mean latency per stage, counters, model and backend (running,
 requested, why they differ), and the node's device, dtype, steps, depth_mode and is_metric."""
 STAGES_MS = ("decode_ms", "preprocess_ms", "semantics_ms", "sampling_ms", "postprocess_ms", "publish_ms")
 

@@ -1,8 +1,8 @@
 """The bundled tiny model: official formats, the documented size, and its measured accuracy kept.
 
-The accuracy test scores the shipped files on the first scenes of the README's held-out test set
-(``make_dataset(..., seed=1)``; training used seed 0) with the official protocol. Thresholds are the
-measured values (README, "The bundled model") with a margin, so a change that degrades the model, its
+The accuracy test scores the shipped files on the first scenes of the held-out test set of
+docs/bundled-model.md (``make_dataset(..., seed=1)``; training used seed 0) with the official protocol. Thresholds are the
+measured values (docs/bundled-model.md) with a margin, so a change that degrades the model, its
 loading or the inference pipeline fails here.
 """
 import numpy as np
