@@ -1,10 +1,10 @@
 # Two entry points: `make demo` (the main job) and `make test` (the test suite).
 # Each creates the virtual environment $(VENV) with $(PYTHON) and installs what it needs from this
-# repository's files. Other Pythons: `make test PYTHON=python3.12 VENV=.venv312` (3.10 to 3.12).
+# repository's files. Other Pythons (3.10 to 3.12): `make test PYTHON=python3.12` (venv .venv-python3.12).
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
-VENV ?= .venv
+VENV ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 PY := $(VENV)/bin/python
 ABS_VENV = $(abspath $(VENV))
 BUILD := build/$(notdir $(VENV))
@@ -86,4 +86,4 @@ demo: venv
 	$(call stage,demo done: $(DEMO_OUT)/report/report.html)
 
 clean:
-	rm -rf .venv .venv3* $(DEMO_OUT) build *.egg-info
+	rm -rf .venv .venv-* $(DEMO_OUT) build *.egg-info
