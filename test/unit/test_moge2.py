@@ -38,6 +38,8 @@ SOLVER_RTOL = 1e-5  # MOGE2_SPEC 9 / 4.1: focal (and shift, relative to the z ra
 UV_ATOL = 1e-5  # UV maps (float32, |uv| <= 1): 1 ulp across kernels; a half-pixel shift moves them >= 4e-3
 MASK_MARGIN = OUTPUT_RTOL  # mask flips allowed only where |p - 0.5| is below this (closest: A 6.3e-6, C 1.6e-5)
 LOOSE_RTOL = 1e-2  # MOGE2_SPEC 9: fixture E (fp16 autocast on CPU)
+FP16_MASK_MARGIN = 2e-3  # fixture E: 4 fp16 ulps of p at 0.5 (4.9e-4); observed flips at <= 1 ulp
+FP16_MAX_FLIP_FRACTION = 1e-3  # MOGE2_SPEC 9 "a few mask flips": <= 12 of 12,288 pixels (observed 0 to 4)
 
 INFER_CASES = {
     "A_nt35": dict(num_tokens=35),
@@ -448,8 +450,11 @@ def test_infer_fp16_autocast_matches_official_loosely(model, npz):
     """Fixture E: upstream's default use_fp16=True (CPU autocast float16); ~13x slower than fp32."""
     ref = npz("infer_E_default_cpu_fp16_autocast.npz")
     result = infer(model, _t(ref["image"]), use_fp16=True)
-    # fp16 noise (~1e-3) moves p across 0.5 at a few pixels; +inf is compared where both masks agree.
-    assert np.count_nonzero(result.mask != ref["ret_mask"]) <= 5
+    # fp16 rounding moves p across 0.5 at a few pixels, all within a few fp16 ulps of it (which ones depends
+    # on the CPU kernels); +inf is compared where both masks agree.
+    flips = result.mask != ref["ret_mask"]
+    assert np.count_nonzero(flips) <= FP16_MAX_FLIP_FRACTION * flips.size
+    assert np.all(np.abs(ref["fwd_mask_prob"][0][flips] - 0.5) < FP16_MASK_MARGIN), "E: mask flips away from p=0.5"
     both, neither = result.mask & ref["ret_mask"], ~result.mask & ~ref["ret_mask"]
     assert_masked_close(result.depth, ref["ret_depth"], both, neither, "E depth", rel=LOOSE_RTOL)
     for name, value in (("focal", result.focal), ("shift", result.shift), ("metric_scale", result.metric_scale)):

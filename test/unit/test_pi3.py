@@ -20,7 +20,7 @@ from pixel_perfect_ros.model.semantics import SemanticsEncoder
 VARIANTS = ["w002", "w01"]
 OUT_ATOL = 5e-4  # fixtures README: Pi3 96x128
 OUT_512_MAX, OUT_512_MEAN = 3e-3, 1e-4  # fixtures README: Pi3 512x512
-STEP_ATOL = 2e-5  # encoder output and single decoder blocks; observed <= 6e-6
+STEP_ATOL = 2e-4  # encoder output, single blocks: encoders/README.md DA2/MoGe-2 bound; observed <= 8.1e-6 (1 thread)
 
 
 @pytest.fixture(autouse=True)
