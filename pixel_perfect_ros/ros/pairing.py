@@ -9,7 +9,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Generic, NamedTuple, TypeVar
+from typing import Any, Callable, Generic, NamedTuple, TypeVar
 
 ImageT = TypeVar("ImageT")
 InfoT = TypeVar("InfoT")
@@ -18,11 +18,11 @@ PAIRING_MODES = ("stamp", "latest")
 """``stamp``: the info closest in stamp within the tolerance; ``latest``: the last info received."""
 
 
-class Pair(NamedTuple, Generic[ImageT, InfoT]):
-    """An image and the CameraInfo it was paired with."""
+class Pair(NamedTuple):
+    """An image and the CameraInfo it was paired with (a generic NamedTuple needs Python 3.11)."""
 
-    image: ImageT
-    info: InfoT
+    image: Any
+    info: Any
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class CameraInfoPairer(Generic[ImageT, InfoT]):
         with self._lock:
             self.mode, self.tolerance_ns = mode, tolerance_ns
 
-    def add_info(self, stamp_ns: int, frame_id: str, info: InfoT) -> Pair[ImageT, InfoT] | None:
+    def add_info(self, stamp_ns: int, frame_id: str, info: InfoT) -> Pair | None:
         """Store a CameraInfo; returns the pending image's pair if this info completes it."""
         with self._lock:
             stamped = _Stamped(stamp_ns, frame_id, info)
@@ -106,7 +106,7 @@ class CameraInfoPairer(Generic[ImageT, InfoT]):
             self.paired += 1
             return Pair(pending.msg, info)
 
-    def add_image(self, stamp_ns: int, frame_id: str, image: ImageT) -> Pair[ImageT, InfoT] | None:
+    def add_image(self, stamp_ns: int, frame_id: str, image: ImageT) -> Pair | None:
         """Pair an image with a stored info, or keep it pending (superseding any older pending image)."""
         with self._lock:
             if self._pending is not None:
