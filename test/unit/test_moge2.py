@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy
 import torch
 import torch.nn.functional as F
 
@@ -562,6 +563,14 @@ def test_degenerate_mask_gives_unit_focal_zero_shift(npz):
     assert shift.tolist() == ref["syn_degenerate_out_shift"].tolist() == [0.0]
 
 
+SCIPY_LM_TRACE = (1, 16)
+"""The LM trace below is scipy's own sequence of residual evaluations, recorded with scipy 1.17.1; scipy
+1.15 (the last release for Python 3.10) makes 14 evaluations instead of 10 before the same ftol stop."""
+
+
+@pytest.mark.skipif(tuple(int(v) for v in scipy.__version__.split(".")[:2]) < SCIPY_LM_TRACE,
+                    reason=f"scipy {scipy.__version__} < 1.16 evaluates the residual in another sequence than the "
+                    "scipy 1.17.1 of the recorded trace (the solver's results are checked by the tests above)")
 @pytest.mark.parametrize("prefix", ["modelA", "modelB"])
 def test_lm_trace_matches_official(npz, meta, monkeypatch, prefix):
     """Every residual evaluation scipy makes (incl. finite-difference probes) is the official one."""
