@@ -17,7 +17,6 @@ imports the package and what to add where.
 """
 from __future__ import annotations
 
-import ast
 import re
 import runpy
 import sys
@@ -26,9 +25,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-PACKAGE = "pixel_perfect_ros"
+from import_scan import PACKAGE, REPO, Import, imports, module_name, relative
 
 
 @dataclass(frozen=True)
@@ -119,29 +116,6 @@ DEPEND_TAGS = ("depend", "build_depend", "build_export_depend", "exec_depend", "
 RUN_TAGS = ("depend", "exec_depend")
 
 
-@dataclass(frozen=True)
-class Import:
-    top: str
-    """Top-level name, e.g. ``cv2`` for ``import cv2.aruco``."""
-    name: str
-    path: Path
-    line: int
-    in_function: bool
-    type_checking: bool = False
-
-    @property
-    def where(self) -> str:
-        return f"{relative(self.path)}:{self.line}"
-
-    @property
-    def in_tests(self) -> bool:
-        return relative(self.path).parts[0] == "test"
-
-
-def relative(path: Path) -> Path:
-    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
-
-
 # --- reading the code ------------------------------------------------------------------------------
 
 def source_files() -> list[Path]:
@@ -155,51 +129,6 @@ def source_files() -> list[Path]:
 def local_modules() -> set[str]:
     """Names that are this repository's own: the package, and the tests' helper modules and conftests."""
     return {PACKAGE} | {p.stem for p in (REPO / "test").rglob("*.py")}
-
-
-def module_name(path: Path) -> str | None:
-    """``pixel_perfect_ros.a.b`` of a package file, else None."""
-    parts = relative(path).with_suffix("").parts
-    if parts[0] != PACKAGE:
-        return None
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def imports(path: Path) -> list[Import]:
-    """Every absolute import of the file: import / from-import statements at any depth, and
-    ``importlib.import_module("literal")``. Relative imports come back resolved (``pixel_perfect_ros...``)."""
-    module = module_name(path) or ""
-    is_package = path.name == "__init__.py"
-    found: list[Import] = []
-
-    def add(name: str, node: ast.AST, in_function: bool, type_checking: bool) -> None:
-        found.append(Import(name.split(".")[0], name, path, node.lineno, in_function, type_checking))
-
-    def visit(node: ast.AST, in_function: bool, type_checking: bool) -> None:
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                add(alias.name, node, in_function, type_checking)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = module.split(".")
-                base = base[: len(base) - node.level + (1 if is_package else 0)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module
-            add(target, node, in_function, type_checking)
-            for alias in node.names:  # from a.b import c: c may be a module
-                add(f"{target}.{alias.name}", node, in_function, type_checking)
-        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str) and not node.args[0].value.startswith(".")
-              and ast.unparse(node.func) in ("importlib.import_module", "import_module", "__import__")):
-            add(node.args[0].value, node, in_function, type_checking)
-        in_function = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-        type_checking = type_checking or (isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test))
-        for child in ast.iter_child_nodes(node):
-            visit(child, in_function, type_checking)
-
-    visit(ast.parse(path.read_text(), str(path)), False, False)
-    return found
 
 
 def is_third_party(top: str, local: set[str]) -> bool:

@@ -8,8 +8,9 @@ A failure names the file, the line and the import.
 """
 from __future__ import annotations
 
-import ast
 from pathlib import Path
+
+from import_scan import imports, module_name
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2] / "pixel_perfect_ros"
 ORDER = (("model", "geometry"), ("inference",), ("evaluation",), ("synthetic",), ("training",), ("ros",), ("tools",))
@@ -23,50 +24,14 @@ ROS_PACKAGES = {"rclpy", "rosgraph_msgs", "builtin_interfaces", "rcl_interfaces"
 ROS_LAYERS = {"ros", "tools"}
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _type_checking_block(node: ast.AST) -> bool:
-    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-
-
-def imports(path: Path) -> list[tuple[int, str]]:
-    """(line, absolute module name) of every import run by the module (module level and in functions);
+def runtime_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import the module runs (not those under TYPE_CHECKING);
     ``from X import y`` also yields ``X.y`` (y may be a module)."""
-    module = module_name(path)
-    is_package = path.name == "__init__.py"
-    found: list[tuple[int, str]] = []
-
-    def visit(node: ast.AST) -> None:
-        for child in ast.iter_child_nodes(node):
-            if _type_checking_block(child):
-                for grandchild in child.orelse:
-                    visit_statement(grandchild)
-                continue
-            visit_statement(child)
-
-    def visit_statement(node: ast.AST) -> None:
-        if isinstance(node, ast.Import):
-            found.extend((node.lineno, alias.name) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = module.split(".")
-                base = base[: len(base) - node.level + (1 if is_package else 0)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module
-            found.append((node.lineno, target))
-            found.extend((node.lineno, f"{target}.{alias.name}") for alias in node.names)
-        visit(node)
-
-    visit(ast.parse(path.read_text(), str(path)))
-    return found
+    return [(imp.line, imp.name) for imp in imports(path, PACKAGE_ROOT.parent) if not imp.type_checking]
 
 
 def modules() -> dict[str, Path]:
-    return {module_name(path): path for path in sorted(PACKAGE_ROOT.rglob("*.py"))}
+    return {module_name(path, PACKAGE_ROOT.parent): path for path in sorted(PACKAGE_ROOT.rglob("*.py"))}
 
 
 def layer(module: str) -> str:
@@ -87,7 +52,7 @@ def layer_violations() -> list[str]:
     for module, path in modules().items():
         own = layer(module)
         where = path.relative_to(PACKAGE_ROOT.parent)
-        for line, name in imports(path):
+        for line, name in runtime_imports(path):
             if is_ros(name) and own not in ROS_LAYERS:
                 problems.setdefault((where, line, "ros"), f"{where}:{line}: imports {name} (ROS) outside ros/ and tools/")
             if not name.startswith("pixel_perfect_ros.") or own not in RANK:
@@ -107,7 +72,7 @@ def layer_violations() -> list[str]:
 def import_graph() -> dict[str, set[str]]:
     """Module -> the package modules it imports (names that are not modules, e.g. classes, dropped)."""
     known = modules()
-    return {module: {name for _, name in imports(path) if name in known and name != module}
+    return {module: {name for _, name in runtime_imports(path) if name in known and name != module}
             for module, path in known.items()}
 
 
@@ -173,7 +138,7 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
     global PACKAGE_ROOT
     saved, PACKAGE_ROOT = PACKAGE_ROOT, tmp_path / "pixel_perfect_ros"
     try:
-        assert [name for _, name in imports(source)] == [
+        assert [name for _, name in runtime_imports(source)] == [
             "pixel_perfect_ros.ros", "pixel_perfect_ros.ros.conversions", "rclpy"]
         problems = layer_violations()
     finally:
