@@ -93,7 +93,7 @@ class DepthNode(Node):
             settings = model_settings
             self.set_parameters([Parameter("target_area", value=settings.target_area)])
         self._processor: FrameProcessor = make_processor(loaded, settings, self._on_reset)
-        reason = self._check(settings, settings)
+        reason = self._processor.refusal(settings, settings)  # check_settings passed above
         if reason:
             raise ValueError(reason)
         self._settings = FrameSettings.of(settings)

@@ -177,10 +177,6 @@ class NodeSettings:
         """A copy with ``changes``."""
         return dataclasses.replace(self, **changes)
 
-    def values(self) -> dict[str, Any]:
-        """Parameter name -> value."""
-        return {spec.name: getattr(self, spec.name) for spec in PARAMETERS}
-
 
 PARAMETERS: tuple[ParameterSpec, ...] = tuple(
     ParameterSpec(name=f.name, default=f.default, **f.metadata["spec"]) for f in dataclasses.fields(NodeSettings))
