@@ -578,7 +578,9 @@ def test_a_30hz_burst_on_slow_inference_keeps_the_latest_frame_in_bounded_memory
 
     received, processed, dropped = status.frames_received, status.frames_processed, status.frames_dropped
     assert 3 + frames // 2 < received <= 3 + frames + 4, "most of the burst reaches the node, once each"
-    assert node._pairer.paired == received, "images waited for their CameraInfo"
+    # Every image is paired or, its CameraInfo lost by best-effort DDS, superseded while waiting and counted.
+    assert node._pairer.pending is None
+    assert node._pairer.paired + node._pairer.dropped_unpaired == received
     assert status.frames_rejected == 0 and received == processed + dropped
     assert 3 + 2 <= processed < 3 + frames / 3 and dropped > 0  # burst frames ran, most were superseded
     assert len(held) > 100 and max(held) <= 3  # pairer + slot + the frame in inference
