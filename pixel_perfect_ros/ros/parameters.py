@@ -89,6 +89,9 @@ class NodeSettings:
         "output_resolution processing are not available)", choices=MODES, read_only=True)
     device: str = parameter("cpu", "torch device: cpu, cuda, cuda:1, ... (never changed silently)", read_only=True)
     dtype: str = parameter("fp32", "inference precision", choices=tuple(DTYPES), read_only=True)
+    torch_threads: int = parameter(1, "CPU threads of torch's intra-op pool (torch.set_num_threads); 0: torch's "
+        "default (one per core). 1 is measured fastest on a loaded machine (see docs/node.md)", limits=(0, 1024),
+        read_only=True)
     backend: str = parameter("auto", "what runs the image model: auto (torch_cuda_graph on CUDA, torch on CPU), "
         "torch (eager PyTorch), torch_cuda_graph (the sampling loop replayed from CUDA graphs, one per "
         "input size), onnxruntime or tensorrt (graphs and engines in engine_file_path). A backend that "
@@ -156,6 +159,9 @@ class NodeSettings:
     points_xyzrgb: bool = parameter(False, "add the packed rgb field to depth/points")
     points_decimation: int = parameter(1, "keep every n-th pixel (both axes) in depth/points", limits=(1, 16))
     # Input
+    max_input_pixels: int = parameter(16_000_000, "largest input image accepted, width x height pixels (read from a "
+        "compressed image's header before decoding); larger frames are refused and counted as rejected",
+        limits=(1, 2**31 - 1))
     use_compressed: bool = parameter(False, "subscribe image/compressed (jpeg/png) instead of image", read_only=True)
     intrinsics_source: str = parameter("camera_info", "camera_info: intrinsics from the camera_info topic (paired with "
         "each image); moge2: estimated by MoGe-2 for every frame (uncalibrated cameras: no camera_info "
