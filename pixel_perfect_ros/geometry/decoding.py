@@ -243,10 +243,12 @@ class ReferenceAlignedDecoder(LogAffineDecoder):
         max_depth_m = float(y_depth.max()) * self.max_depth_factor
         if not self.is_metric or self.smoothing == 0:
             self._accept(a, b, max_depth_m, "fitted")
-        elif self._jump(a, b, float(np.median(x))) > self.max_jump and self._rejections < self.MAX_REJECTIONS:
+            return self.state
+        jumped = self._jump(a, b, float(np.median(x))) > self.max_jump
+        if jumped and self._rejections < self.MAX_REJECTIONS:
             self._rejections += 1
             self.state = "outlier_rejected"
-        elif self._rejections:  # MAX_REJECTIONS in a row: the scene changed, restart from this fit
+        elif jumped:  # MAX_REJECTIONS in a row: the scene changed, restart from this fit
             self._accept(a, b, max_depth_m, "fitted")
         else:
             s = self.smoothing

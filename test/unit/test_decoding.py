@@ -189,6 +189,17 @@ def test_sparse_decoder_smooths_small_changes():
     assert decoder.scale == pytest.approx(0.8, abs=1e-4) and decoder.shift == pytest.approx(0.35, abs=1e-4)
 
 
+def test_one_rejected_outlier_does_not_turn_off_smoothing_of_the_next_good_fit():
+    n, metric = _scene(b=0.4)
+    decoder = make_decoder("sparse_topic", sparse_min_points=20, sparse_smoothing=0.5, sparse_max_jump=0.3)
+    decoder.update(n, metric)
+    assert decoder.update(n, np.expm1(0.8 * n + 1.4).astype(np.float32)) == "outlier_rejected"
+    _, nearer = _scene(b=0.3)
+    assert decoder.update(n, nearer) == "smoothed"  # the average of the last accepted fit and this one
+    assert decoder.scale == pytest.approx(0.8, abs=1e-4) and decoder.shift == pytest.approx(0.35, abs=1e-4)
+    assert decoder.update(n, nearer) == "smoothed"  # and the rejection count was cleared by accepting
+
+
 @pytest.mark.parametrize("params", [dict(sparse_min_points=1, sparse_smoothing=0.5, sparse_max_jump=0.3),
                                     dict(sparse_min_points=20, sparse_smoothing=1.0, sparse_max_jump=0.3),
                                     dict(sparse_min_points=20, sparse_smoothing=0.5, sparse_max_jump=0.0)])
