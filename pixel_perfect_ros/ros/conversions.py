@@ -49,12 +49,12 @@ SUPPORTED_ENCODINGS = tuple(_LAYOUTS)
 """Image encodings ``image_to_array`` and ``image_to_rgb8`` accept."""
 
 # cv2 conversion to RGB after 16-bit -> 8-bit and float -> 8-bit; None = already RGB. 8UC3 carries no
-# channel order: its bytes are taken as they are (what cv_bridge does for a same-channel-count target).
+# channel order and is read as bgr8: cv_bridge labels an OpenCV (BGR) frame 8UC3.
 _TO_RGB = {
     "rgb8": None,
-    "8UC3": None,
     "rgb16": None,
     "bgr8": cv2.COLOR_BGR2RGB,
+    "8UC3": cv2.COLOR_BGR2RGB,
     "bgr16": cv2.COLOR_BGR2RGB,
     "rgba8": cv2.COLOR_RGBA2RGB,
     "bgra8": cv2.COLOR_BGRA2RGB,
@@ -70,7 +70,37 @@ DEPTH_ENCODINGS = ("32FC1", "16UC1")
 MAX_DEPTH_MM = 65535
 """Largest depth a 16UC1 image holds, millimetres."""
 ASPECT_TOLERANCE = 0.01
-"""Relative aspect-ratio difference up to which a CameraInfo for another resolution is rescaled."""
+"""Relative aspect-ratio difference up to which a CameraInfo (or sparse depth) of another resolution is
+rescaled."""
+QUOTED_CHARS = 64
+"""Characters of a message's string field (encoding, format, ...) quoted in an error message."""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
+"""The signatures by which cv2.imdecode recognises PNG and JPEG (SOI and the first marker's 0xFF)."""
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+"""JPEG frame-header markers SOF0..SOF15 (0xC4 DHT, 0xC8 JPG and 0xCC DAC are not)."""
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+"""JPEG markers without a length: TEM, RST0..RST7."""
+_JPEG_SEGMENTS = frozenset({0xC4, 0xCC, 0xDB, 0xDC, 0xDD, *range(0xE0, 0xF0), 0xFE})
+"""JPEG markers with a length that libjpeg skips or reads before the frame header: DHT, DAC, DQT, DNL, DRI,
+APP0..APP15, COM."""
+
+
+def quoted(text: str) -> str:
+    """``repr`` of an untrusted string (a message field), cut to ``QUOTED_CHARS`` characters plus '...'."""
+    return repr(text if len(text) <= QUOTED_CHARS else text[:QUOTED_CHARS] + "...")
+
+
+def aspect_ratios_differ(width: int, height: int, other_width: int, other_height: int) -> bool:
+    """Whether two non-empty sizes (pixels) differ in aspect ratio by more than ``ASPECT_TOLERANCE``."""
+    return abs((width / height) / (other_width / other_height) - 1.0) > ASPECT_TOLERANCE
+
+
+def _check_pixels(what: str, width: int, height: int, max_pixels: int | None) -> None:
+    """Raise ConversionError when ``width * height`` is above ``max_pixels`` (None: no limit)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ConversionError(f"{what} of {width}x{height} = {width * height} pixels is above the limit of "
+                              f"{max_pixels} pixels (max_input_pixels)")
 
 
 # ---------------------------------------------------------------------------------------- Image -> array
@@ -100,7 +130,7 @@ def image_to_array(msg: Image) -> np.ndarray:
     layout = _LAYOUTS.get(msg.encoding)
     if layout is None:
         raise ConversionError(
-            f"unsupported image encoding {msg.encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+            f"unsupported image encoding {quoted(msg.encoding)}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
     if msg.width == 0 or msg.height == 0:
         raise ConversionError(f"empty {msg.encoding} image: {msg.width}x{msg.height}")
     byte_order = ">" if msg.is_bigendian else "<"
@@ -121,24 +151,27 @@ def image_to_array(msg: Image) -> np.ndarray:
     return pixels[..., 0] if layout.channels == 1 else pixels
 
 
-def image_to_rgb8(msg: Image) -> np.ndarray:
+def image_to_rgb8(msg: Image, max_pixels: int | None = None) -> np.ndarray:
     """An Image of any ``SUPPORTED_ENCODINGS`` as 8-bit RGB (the model's input).
 
     bgr/bgra are reordered, alpha dropped, mono replicated to three channels, 16-bit samples scaled by
     ``>> 8``; ``32FC1`` is an intensity in [0, 1]: clipped, times 255, rounded, with NaN and +-inf
     replaced by 0 (count them first with ``nonfinite_pixels(image_to_array(msg))`` to warn).
-    ``8UC3`` carries no channel order and is taken as RGB as is.
+    ``8UC3`` carries no channel order and is read as ``bgr8``, cv_bridge's convention for OpenCV frames.
 
     Args:
         msg: an Image (see ``image_to_array`` for the accepted layouts).
+        max_pixels: largest ``width * height`` accepted (checked on the message's fields before any
+            conversion), pixels; None = no limit.
 
     Returns:
-        (H, W, 3) uint8 RGB, C-contiguous. For an unpadded ``rgb8``/``8UC3`` image it is a view of
-        ``msg.data`` (no copy); otherwise a new array.
+        (H, W, 3) uint8 RGB, C-contiguous. For an unpadded ``rgb8`` image it is a view of ``msg.data``
+        (no copy); otherwise a new array.
 
     Raises:
-        ConversionError: as ``image_to_array``.
+        ConversionError: as ``image_to_array``, or above ``max_pixels``.
     """
+    _check_pixels("Image", msg.width, msg.height, max_pixels)
     pixels = image_to_array(msg)
     if pixels.dtype == np.uint16:
         pixels = (pixels >> 8).astype(np.uint8)
@@ -166,30 +199,101 @@ def nonfinite_pixels(pixels: np.ndarray) -> int:
     return int(finite.size - np.count_nonzero(finite))
 
 
-def compressed_to_rgb8(msg: CompressedImage) -> np.ndarray:
-    """A CompressedImage (JPEG, PNG, or anything cv2.imdecode reads) as 8-bit RGB.
+def _png_size(data: memoryview) -> tuple[int, int] | None:
+    """(width, height) in a PNG's IHDR chunk (the first chunk, right after the signature), or None."""
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
-    Grey images are replicated to three channels, alpha is dropped, 16-bit PNGs are scaled by ``>> 8``.
-    Decoding ignores ``msg.format`` (the codec is detected from the data, which image_transport's
-    ``compressed`` plugin always stores in BGR order); ``compressedDepth`` messages are rejected.
+
+def _jpeg_size(data: memoryview) -> tuple[int, int] | None:
+    """(width, height) in a JPEG's frame header (SOFn), found by walking the marker segments from SOI as
+    libjpeg reads them; None at anything else before it (scan data, end of image, an unknown marker, bytes
+    libjpeg would skip as garbage, truncated data)."""
+    i = 2  # after SOI
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # a fill byte before the marker
+            i += 1
+        elif marker in _JPEG_STANDALONE:
+            i += 2
+        elif marker in _JPEG_SOF:  # FF Cn, length (2), precision (1), height (2), width (2)
+            if i + 9 > len(data):
+                return None
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        elif marker in _JPEG_SEGMENTS:
+            length = int.from_bytes(data[i + 2:i + 4], "big")  # counts its own two bytes
+            if length < 2:
+                return None
+            i += 2 + length
+        else:
+            return None
+    return None
+
+
+def encoded_image_size(data) -> tuple[int, int]:
+    """An encoded image's (width, height) in pixels, read from its PNG or JPEG header without decoding.
+
+    Only PNG and JPEG (the formats image_transport's ``compressed`` plugin writes) have their size read;
+    anything else cv2.imdecode knows (WebP, TIFF, BMP, ...) is refused, since only a full decode would
+    tell its size.
+
+    Args:
+        data: the encoded bytes (bytes, array.array('B') or a 1-D uint8 array).
+
+    Raises:
+        ConversionError: neither PNG nor JPEG, or no nonzero size in its header.
+    """
+    view = memoryview(data).cast("B")
+    if view[:len(PNG_SIGNATURE)] == PNG_SIGNATURE:
+        kind, size = "PNG", _png_size(view)
+    elif view[:len(JPEG_SIGNATURE)] == JPEG_SIGNATURE:
+        kind, size = "JPEG", _jpeg_size(view)
+    else:
+        raise ConversionError("neither PNG nor JPEG (the formats whose size is read before decoding)")
+    if size is None or 0 in size:
+        raise ConversionError(f"no image size in its {kind} header")
+    return size
+
+
+def compressed_to_rgb8(msg: CompressedImage, max_pixels: int | None = None) -> np.ndarray:
+    """A PNG or JPEG CompressedImage as 8-bit RGB, its size checked before decoding.
+
+    The size is read from the header (``encoded_image_size``) and refused above ``max_pixels`` before
+    anything is decoded; other formats are refused (their size is only known by decoding them). A decoded
+    size other than the header's is refused too. Grey images are replicated to three channels, alpha is
+    dropped, 16-bit PNGs are scaled by ``>> 8``. Decoding ignores ``msg.format`` (the codec is detected
+    from the data, which image_transport's ``compressed`` plugin always stores in BGR order);
+    ``compressedDepth`` messages are rejected.
 
     Args:
         msg: a CompressedImage.
+        max_pixels: largest width x height accepted, pixels; None = no limit.
 
     Returns:
         (H, W, 3) uint8 RGB, C-contiguous.
 
     Raises:
-        ConversionError: ``compressedDepth`` format, empty or undecodable data.
+        ConversionError: ``compressedDepth`` format, empty data, neither PNG nor JPEG, no size in the
+            header, above ``max_pixels``, undecodable, or decoded to another size than the header's.
     """
     if "compresseddepth" in msg.format.lower():
-        raise ConversionError(f"CompressedImage format {msg.format!r} is a depth image, not a colour image")
+        raise ConversionError(f"CompressedImage format {quoted(msg.format)} is a depth image, not a colour image")
     if len(msg.data) == 0:
         raise ConversionError("CompressedImage has no data")
-    pixels = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    described = f"CompressedImage (format {quoted(msg.format)}, {len(data)} bytes)"
+    try:
+        width, height = encoded_image_size(data)
+    except ConversionError as error:
+        raise ConversionError(f"cannot decode {described}: {error}") from None
+    _check_pixels(described, width, height, max_pixels)
+    pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if pixels is None:
-        raise ConversionError(
-            f"cannot decode CompressedImage (format {msg.format!r}, {len(msg.data)} bytes)")
+        raise ConversionError(f"cannot decode {described}")
+    if pixels.shape[:2] != (height, width):
+        raise ConversionError(f"{described} decoded to {pixels.shape[1]}x{pixels.shape[0]}, its header says "
+                              f"{width}x{height}")
     if pixels.dtype == np.uint16:
         pixels = (pixels >> 8).astype(np.uint8)
     elif pixels.dtype != np.uint8:
@@ -204,13 +308,15 @@ def compressed_to_rgb8(msg: CompressedImage) -> np.ndarray:
 # ---------------------------------------------------------------------------------------- array -> Image
 
 
-def message_to_rgb8(msg: Image | CompressedImage) -> np.ndarray:
-    """An Image (``image_to_rgb8``) or CompressedImage (``compressed_to_rgb8``) as (H, W, 3) uint8 RGB.
+def message_to_rgb8(msg: Image | CompressedImage, max_pixels: int | None = None) -> np.ndarray:
+    """An Image (``image_to_rgb8``) or CompressedImage (``compressed_to_rgb8``) as (H, W, 3) uint8 RGB,
+    refused above ``max_pixels`` (width x height, pixels; None = no limit) before decoding.
 
     Raises:
         ConversionError: as those two.
     """
-    return compressed_to_rgb8(msg) if isinstance(msg, CompressedImage) else image_to_rgb8(msg)
+    convert = compressed_to_rgb8 if isinstance(msg, CompressedImage) else image_to_rgb8
+    return convert(msg, max_pixels)
 
 
 def msg_buffer(shape: tuple[int, ...], dtype: DTypeLike) -> tuple[array.array, np.ndarray]:
@@ -284,7 +390,7 @@ def image_to_depth(msg: Image) -> np.ndarray:
     """
     if msg.encoding not in DEPTH_ENCODINGS:
         raise ConversionError(
-            f"unsupported depth encoding {msg.encoding!r}; supported: {', '.join(DEPTH_ENCODINGS)}")
+            f"unsupported depth encoding {quoted(msg.encoding)}; supported: {', '.join(DEPTH_ENCODINGS)}")
     pixels = image_to_array(msg)
     depth = pixels.astype(np.float32) / (1000.0 if msg.encoding == "16UC1" else 1.0)
     depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
@@ -341,18 +447,21 @@ def camera_info_to_intrinsics(info: CameraInfo, width: int, height: int) -> tupl
         ``(K, P)``: (3, 3) and (3, 4) float64, pixels of the ``width x height`` image.
 
     Raises:
-        ConversionError: ``fx``/``fy`` of P (or of K when P is empty) zero or non-finite, an empty
-            described size, or a size whose aspect ratio differs from the image's (both sizes named).
+        ConversionError: (each with the reason) ``fx``/``fy`` of P or K not finite and positive (a
+            negative one mirrors the cloud), ``cx``/``cy`` or any other entry of P or K not finite, an
+            ROI outside the sensor (``x_offset + width > info.width`` or the same in y, when
+            ``info.width``/``info.height`` are given), an empty described size, or a size whose aspect
+            ratio differs from the image's (both sizes named).
     """
     K = np.array(info.k, dtype=np.float64).reshape(3, 3)
     P = np.array(info.p, dtype=np.float64).reshape(3, 4)
-    source = "P"
-    if not P.any():
+    if P.any():
+        _check_camera_matrix("P", P)
+        _check_camera_matrix("K", K)
+    else:
         P = np.hstack([K, np.zeros((3, 1))])
-        source = "K (P is empty)"
-    for name, f in (("fx", P[0, 0]), ("fy", P[1, 1])):
-        if not math.isfinite(f) or f == 0.0:
-            raise ConversionError(f"CameraInfo {source} has invalid {name} = {f}")
+        _check_camera_matrix("K (P is empty)", P)
+    _check_roi(info)
     # ROI: pixel origin moves to (x_offset, y_offset) of the full-resolution sensor.
     shift = np.array([[1.0, 0.0, -float(info.roi.x_offset)], [0.0, 1.0, -float(info.roi.y_offset)], [0.0, 0.0, 1.0]])
     K, P = shift @ K, shift @ P
@@ -366,9 +475,32 @@ def camera_info_to_intrinsics(info: CameraInfo, width: int, height: int) -> tupl
              f"the image is {width}x{height}")
     if described_w == 0 or described_h == 0 or width == 0 or height == 0:
         raise ConversionError(f"empty size: {sizes}")
-    if abs((width / height) / (described_w / described_h) - 1.0) > ASPECT_TOLERANCE:
+    if aspect_ratios_differ(width, height, described_w, described_h):
         raise ConversionError(f"aspect ratios differ: {sizes}")
     return scale_intrinsics(K, P, width / described_w, height / described_h)
+
+
+def _check_camera_matrix(name: str, M: np.ndarray) -> None:
+    """Raise ConversionError unless the (3, 3) K or (3, 4) P ``M`` has finite positive fx, fy and only
+    finite entries; ``name`` says which matrix it is."""
+    for entry, (row, col) in (("fx", (0, 0)), ("fy", (1, 1)), ("cx", (0, 2)), ("cy", (1, 2))):
+        value = M[row, col]
+        if not math.isfinite(value) or (entry.startswith("f") and value <= 0.0):
+            raise ConversionError(f"CameraInfo {name} has invalid {entry} = {value}")
+    if not np.isfinite(M).all():
+        row, col = np.argwhere(~np.isfinite(M))[0]
+        raise ConversionError(f"CameraInfo {name} has a non-finite entry at row {row}, column {col}: {M[row, col]}")
+
+
+def _check_roi(info: CameraInfo) -> None:
+    """Raise ConversionError when the CameraInfo's ROI (0 width or height: the full sensor) reaches past
+    the sensor's ``info.width`` x ``info.height`` (not checked on an axis where that is 0: unknown)."""
+    roi = info.roi
+    for axis, offset, size, sensor in (("x", roi.x_offset, roi.width, info.width),
+                                       ("y", roi.y_offset, roi.height, info.height)):
+        if sensor and offset + (size or sensor) > sensor:
+            raise ConversionError(f"CameraInfo ROI reaches outside the {info.width}x{info.height} sensor: "
+                                  f"{axis}_offset {offset} + {size or sensor} > {sensor}")
 
 
 def scaled_camera_info(info: CameraInfo, K: np.ndarray, P: np.ndarray, width: int, height: int,

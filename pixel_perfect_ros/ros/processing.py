@@ -22,6 +22,7 @@ from ..geometry.projection import pixel_intrinsics, scale_intrinsics
 from ..inference.pipeline import DepthPrediction
 from .conversions import (
     ConversionError,
+    aspect_ratios_differ,
     camera_info_to_intrinsics,
     depth_to_image,
     header_stamp_ns,
@@ -50,10 +51,14 @@ class FrameSettings:
     decoder: DepthDecoder
 
     @classmethod
-    def of(cls, node: NodeSettings) -> "FrameSettings":
-        """The settings ``node`` with a fresh decoder."""
-        params = {name: getattr(node, name) for name in decoder_parameter_names(node.depth_mode)}
-        return cls(node=node, decoder=make_decoder(node.depth_mode, **params))
+    def of(cls, node: NodeSettings, previous: "FrameSettings | None" = None) -> "FrameSettings":
+        """The settings ``node`` with ``previous``' decoder (and so its running fit) when neither the
+        depth_mode nor a parameter of its decoder changed, else a fresh decoder."""
+        names = decoder_parameter_names(node.depth_mode)
+        if previous is not None and previous.node.depth_mode == node.depth_mode and all(
+                getattr(previous.node, name) == getattr(node, name) for name in names):
+            return cls(node=node, decoder=previous.decoder)
+        return cls(node=node, decoder=make_decoder(node.depth_mode, **{name: getattr(node, name) for name in names}))
 
 
 def nearest_by_stamp(messages: Iterable, stamp_ns: int, max_age_ns: int):
@@ -128,14 +133,20 @@ class ReadFrame:
     decode_ms: float
 
 
-def read_frame(image: Image | CompressedImage, info: CameraInfo | None) -> ReadFrame:
+def read_frame(image: Image | CompressedImage, info: CameraInfo | None, max_pixels: int) -> ReadFrame:
     """Messages -> arrays: the image's RGB and, with ``info``, its intrinsics at the image size.
 
+    Args:
+        image: the camera image (``message_to_rgb8``).
+        info: its CameraInfo, or None.
+        max_pixels: largest width x height accepted (max_input_pixels), pixels; checked before decoding.
+
     Raises:
-    ConversionError: for an image or CameraInfo that cannot be read (the frame is unusable).
+        ConversionError: for an image or CameraInfo that cannot be read, or an image above ``max_pixels``
+            (the frame is unusable).
     """
     start = time.perf_counter()
-    rgb = message_to_rgb8(image)
+    rgb = message_to_rgb8(image, max_pixels)
     height, width = rgb.shape[:2]
     K = P = None
     if info is not None:
@@ -217,13 +228,20 @@ def finish_frame(frame: ReadFrame, prediction: DepthPrediction, settings: FrameS
 
 def _reference(mode: str, prediction: DepthPrediction, sparse: Image | None) -> tuple[np.ndarray, np.ndarray, str]:
     """(normalised depth, metric reference depth in metres, why ``sparse`` is unusable or '') for a
-    reference-aligned decoder; a (1, 1) NaN reference when there is none."""
+    reference-aligned decoder; a (1, 1) NaN reference when there is none. A sparse depth of another
+    aspect ratio than the image (beyond ``ASPECT_TOLERANCE``) is unusable: fitting it would stretch it
+    over the image (``sample_reference`` maps it to the image by relative position)."""
     if mode == "moge2":
         return prediction.processing_depth, prediction.metric_reference.depth, ""  # inf outside MoGe-2's mask
     no_reference = np.full((1, 1), np.nan, np.float32)
     if sparse is None:
         return prediction.depth, no_reference, ""
     try:
-        return prediction.depth, image_to_depth(sparse), ""
+        reference = image_to_depth(sparse)
     except ConversionError as error:
         return prediction.depth, no_reference, str(error)
+    (height, width), (sparse_h, sparse_w) = prediction.depth.shape, reference.shape
+    if aspect_ratios_differ(width, height, sparse_w, sparse_h):
+        return prediction.depth, no_reference, (f"aspect ratios differ: sparse_depth is {sparse_w}x{sparse_h}, "
+                                                f"the image is {width}x{height}")
+    return prediction.depth, reference, ""

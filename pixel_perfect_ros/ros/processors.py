@@ -107,14 +107,25 @@ class ImageProcessor(FrameProcessor):
     """Mode image: PPD on every frame on its own (``model`` a ``PixelPerfectDepth`` or anything called
     like it: ``model(rgb, metric_reference=...) -> DepthPrediction``)."""
 
+    MAX_AREA_FACTOR = 2
+    """Largest processing area accepted, in target areas: ``processing_size`` rounds each side to at least
+    16 px, so an extreme aspect ratio (1x100000) would run at many times the target area."""
+
     def process(self, image: Image | CompressedImage, info: CameraInfo | None, settings: FrameSettings,
                 sparse: Image | None = None, want_points: bool = True) -> ProcessedFrame:
         """One frame through read -> model -> finish (arguments as ``push``).
 
         Raises:
-            ConversionError: for an image or CameraInfo that cannot be read (the frame is unusable).
+            ConversionError: for an image or CameraInfo that cannot be read, an image above max_input_pixels,
+                or one whose processing size is above ``MAX_AREA_FACTOR`` target areas (the frame is unusable).
         """
-        frame = read_frame(image, info)
+        frame = read_frame(image, info, settings.node.max_input_pixels)
+        height, width = frame.rgb.shape[:2]
+        run_h, run_w = self.processing_size(height, width)
+        if run_h * run_w > self.MAX_AREA_FACTOR * self.model.target_area:
+            raise ConversionError(
+                f"aspect ratio too extreme: a {width}x{height} image would run at {run_w}x{run_h} = "
+                f"{run_w * run_h} pixels, above {self.MAX_AREA_FACTOR} x target_area {self.model.target_area}")
         prediction = self.model(frame.rgb, metric_reference=settings.decoder.mode == "moge2" or info is None)
         return finish_frame(frame, prediction, settings, sparse, want_points)
 
@@ -185,7 +196,7 @@ class VideoProcessor(FrameProcessor):
         if stamp in self._frames or stamp == self._last_stamp_ns:
             return "same stamp as an earlier frame of the stream"
         try:
-            frame = read_frame(image, info)
+            frame = read_frame(image, info, settings.node.max_input_pixels)
         except ConversionError as error:
             return str(error)
         self._frames[stamp] = (key, frame, sparse)

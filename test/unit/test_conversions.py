@@ -1,5 +1,8 @@
 """Image/CompressedImage/CameraInfo <-> numpy conversions on message objects (no DDS, no node)."""
 import array
+import functools
+import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -17,6 +20,7 @@ from pixel_perfect_ros.ros.conversions import (
     camera_info_to_intrinsics,
     compressed_to_rgb8,
     depth_to_image,
+    encoded_image_size,
     image_to_array,
     image_to_depth,
     image_to_rgb8,
@@ -139,7 +143,7 @@ def test_conversion_error_is_a_value_error():
 @pytest.mark.parametrize("pad", [0, 5])
 @pytest.mark.parametrize("encoding, pixel, expected", [
     ("rgb8", [10, 20, 30], [10, 20, 30]),
-    ("8UC3", [10, 20, 30], [10, 20, 30]),
+    ("8UC3", [10, 20, 30], [30, 20, 10]),  # read as bgr8: cv_bridge's label of an OpenCV (BGR) frame
     ("bgr8", [10, 20, 30], [30, 20, 10]),
     ("rgba8", [10, 20, 30, 40], [10, 20, 30]),
     ("bgra8", [10, 20, 30, 40], [30, 20, 10]),
@@ -231,6 +235,148 @@ def test_compressed_jpeg_colours():
 def test_compressed_errors(msg, match):
     with pytest.raises(ConversionError, match=match):
         compressed_to_rgb8(msg)
+
+
+# -------------------------------------------------------------------------------------------- input bounds
+
+
+def png(width: int, height: int, idat: bytes) -> bytes:
+    """A PNG file (8-bit RGB, colour type 2) of ``width`` x ``height`` with one IDAT chunk, CRCs right."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@functools.cache
+def png_bomb(side: int = 8000) -> bytes:
+    """A ``side`` x ``side`` RGB PNG of zeros: 187 KB that decode to 192 MB at 8000 (built row by row)."""
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + 3 * side)  # filter type 0, then the row's samples
+    return png(side, side, b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush())
+
+
+def jpeg(height: int = 16, width: int = 24, params=()) -> bytes:
+    """A grey-gradient JPEG encoded by cv2."""
+    grey = (np.arange(height * width) % 251).astype(np.uint8).reshape(height, width)
+    ok, encoded = cv2.imencode(".jpg", grey, list(params))
+    assert ok
+    return encoded.tobytes()
+
+
+def with_frame_size(jpeg_bytes: bytes, width: int, height: int) -> bytes:
+    """``jpeg_bytes`` with the size in its SOF0 frame header replaced (a forged header)."""
+    sof = jpeg_bytes.index(b"\xff\xc0")
+    return jpeg_bytes[:sof + 5] + struct.pack(">HH", height, width) + jpeg_bytes[sof + 9:]
+
+
+def segment(marker: int, payload: bytes) -> bytes:
+    """A JPEG marker segment (its length counts itself)."""
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+@pytest.fixture()
+def no_decoding(monkeypatch):
+    """cv2.imdecode fails the test if called: what is refused must be refused before decoding."""
+    def imdecode(*args):
+        raise AssertionError("cv2.imdecode called")
+    monkeypatch.setattr(cv2, "imdecode", imdecode)
+
+
+def test_the_png_builder_makes_a_png_cv2_decodes():
+    rows = bytes([0, 10, 20, 30, 40, 50, 60, 0, 1, 2, 3, 4, 5, 6])  # 2 rows: filter type 0, 2 RGB pixels
+    rgb = compressed_to_rgb8(CompressedImage(format="png", data=png(2, 2, zlib.compress(rows))))
+    np.testing.assert_array_equal(rgb, [[[10, 20, 30], [40, 50, 60]], [[1, 2, 3], [4, 5, 6]]])
+    assert len(png_bomb()) < 200_000 and encoded_image_size(png_bomb()) == (8000, 8000)
+
+
+@pytest.mark.parametrize("height, width", [(23, 37), (1, 300), (480, 640)])
+def test_encoded_image_size_reads_png_and_jpeg_headers(height, width):
+    grey = np.zeros((height, width), np.uint8)
+    for ext, params in ((".png", ()), (".jpg", ()), (".jpg", (cv2.IMWRITE_JPEG_PROGRESSIVE, 1))):  # SOF0, SOF2
+        encoded = cv2.imencode(ext, grey, list(params))[1]
+        assert encoded_image_size(encoded) == encoded_image_size(encoded.tobytes()) == (width, height)
+    rgba = compressed(np.zeros((height, width, 4), np.uint8), ".png").data  # array.array, as in a message
+    assert encoded_image_size(rgba) == (width, height)
+
+
+def test_encoded_image_size_walks_the_jpeg_segments():
+    """A frame header inside an APP1 segment (an EXIF thumbnail's) is skipped, as libjpeg skips it."""
+    thumbnail = segment(0xC0, bytes([8]) + struct.pack(">HH", 30000, 40000) + bytes([1, 1, 0x11, 0]))
+    data = jpeg(16, 24)
+    nested = data[:2] + segment(0xE1, b"Exif\x00\x00" + thumbnail) + b"\xff\xff" + data[2:]  # + 2 fill bytes
+    assert encoded_image_size(nested) == (24, 16)
+    assert compressed_to_rgb8(CompressedImage(format="jpeg", data=nested)).shape == (16, 24, 3)
+
+
+@pytest.mark.parametrize("data, match", [
+    (png(16, 16, b"")[:20], "no image size in its PNG header"),
+    (png(0, 16, b""), "no image size in its PNG header"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(4) + b"tEXt" + bytes(12), "no image size in its PNG header"),
+    (jpeg()[:2] + b"\xff\x00\x00\x10" + jpeg()[2:], "no image size in its JPEG header"),  # libjpeg: garbage
+    (jpeg()[:3] + b"\xf0" + jpeg()[4:], "no image size in its JPEG header"),  # an unknown marker
+    (with_frame_size(jpeg(), 24, 0), "no image size in its JPEG header"),  # height in a DNL marker
+    (jpeg()[:jpeg().index(b"\xff\xc0") + 6], "no image size in its JPEG header"),  # truncated frame header
+    (jpeg()[:2] + segment(0xDA, bytes(10)), "no image size in its JPEG header"),  # scan before any frame
+    (cv2.imencode(".bmp", np.zeros((4, 4, 3), np.uint8))[1].tobytes(), "neither PNG nor JPEG"),
+    (cv2.imencode(".webp", np.zeros((4, 4, 3), np.uint8))[1].tobytes(), "neither PNG nor JPEG"),
+    (cv2.imencode(".tiff", np.zeros((4, 4, 3), np.uint8))[1].tobytes(), "neither PNG nor JPEG"),
+], ids=["png_truncated", "png_zero_width", "png_no_ihdr", "jpeg_garbage", "jpeg_unknown_marker", "jpeg_dnl",
+        "jpeg_truncated", "jpeg_scan_first", "bmp", "webp", "tiff"])
+def test_an_image_whose_size_cannot_be_read_from_its_header_is_refused_undecoded(no_decoding, data, match):
+    with pytest.raises(ConversionError, match=match):
+        encoded_image_size(data)
+    with pytest.raises(ConversionError, match=r"^cannot decode CompressedImage \(format 'x', \d+ bytes\): " + match):
+        compressed_to_rgb8(CompressedImage(format="x", data=data))
+
+
+def test_a_png_bomb_is_refused_from_its_header_before_decoding(no_decoding):
+    msg = CompressedImage(format="png", data=png_bomb())
+    with pytest.raises(ConversionError, match=r"CompressedImage \(format 'png', \d+ bytes\) of 8000x8000 = 64000000 "
+                                             r"pixels is above the limit of 16000000 pixels \(max_input_pixels\)"):
+        compressed_to_rgb8(msg, max_pixels=16_000_000)
+
+
+def test_a_jpeg_with_a_forged_frame_size_is_refused_before_decoding(no_decoding):
+    forged = CompressedImage(format="jpeg", data=with_frame_size(jpeg(), 30000, 20000))
+    with pytest.raises(ConversionError, match="of 30000x20000 = 600000000 pixels is above the limit of 16000000"):
+        compressed_to_rgb8(forged, max_pixels=16_000_000)
+
+
+def test_the_limit_is_inclusive_and_none_means_none():
+    msg = compressed(np.zeros((16, 24, 3), np.uint8), ".png")
+    assert compressed_to_rgb8(msg, max_pixels=16 * 24).shape == compressed_to_rgb8(msg).shape == (16, 24, 3)
+    with pytest.raises(ConversionError, match="of 24x16 = 384 pixels is above the limit of 383 pixels"):
+        compressed_to_rgb8(msg, max_pixels=16 * 24 - 1)
+
+
+def test_a_decoded_size_other_than_the_headers_is_refused(monkeypatch):
+    monkeypatch.setattr(cv2, "imdecode", lambda data, flags: np.zeros((9000, 9000, 3), np.uint8))  # a lying header
+    with pytest.raises(ConversionError, match=r"decoded to 9000x9000, its header says 24x16"):
+        compressed_to_rgb8(CompressedImage(format="jpeg", data=jpeg(16, 24)), max_pixels=1000)
+
+
+def test_a_raw_image_above_the_limit_is_refused_before_any_conversion():
+    huge = Image(height=100_000, width=100_000, encoding="rgb8", step=300_000)  # no data: refused by its fields
+    with pytest.raises(ConversionError, match="Image of 100000x100000 = 10000000000 pixels is above the limit of "
+                                              "16000000 pixels"):
+        image_to_rgb8(huge, max_pixels=16_000_000)
+    msg = make_image(random_pixels("rgb8", 4, 6), "rgb8")
+    assert image_to_rgb8(msg, max_pixels=24).shape == (4, 6, 3)
+    with pytest.raises(ConversionError, match="Image of 6x4 = 24 pixels is above the limit of 23 pixels"):
+        image_to_rgb8(msg, max_pixels=23)
+
+
+@pytest.mark.parametrize("convert, msg", [
+    (image_to_rgb8, make_bad(encoding="y" * 1000)),
+    (image_to_depth, make_bad(encoding="y" * 1000)),
+    (compressed_to_rgb8, CompressedImage(format="y" * 1000, data=b"junk")),
+    (compressed_to_rgb8, CompressedImage(format="y" * 1000 + " compressedDepth", data=b"junk")),
+], ids=["image", "depth", "compressed", "compressed_depth"])
+def test_message_strings_in_errors_are_cut_to_64_characters(convert, msg):
+    with pytest.raises(ConversionError) as error:
+        convert(msg)
+    assert "'" + "y" * 64 + "...'" in str(error.value) and "y" * 65 not in str(error.value)
 
 
 # ----------------------------------------------------------------------------------- depth_to_image / rgb8
@@ -330,8 +476,12 @@ def expected(fx, fy, cx, cy, tx):
     (camera_info(binning_x=2, binning_y=2), (640, 480), (FX, FY, CX, CY, TX)),  # binned info, full image
     (camera_info(width=1280, height=720), (1282, 720), (FX * 1282 / 1280, FY, CX * 1282 / 1280, CY,
                                                         TX * 1282 / 1280)),  # aspect within 1 %
+    (camera_info(roi=RegionOfInterest(x_offset=440, y_offset=330, width=200, height=150)), (200, 150),
+     (FX, FY, CX - 440, CY - 330, TX)),  # the ROI in the sensor's bottom-right corner
+    (camera_info(width=0, height=0, roi=RegionOfInterest(x_offset=100, y_offset=50, width=200, height=150)),
+     (200, 150), (FX, FY, CX - 100, CY - 50, TX)),  # sensor size unknown: the ROI is not checked
 ], ids=["same", "binning_0_1", "binning_2", "binning_4x2", "roi", "roi_binning", "info_at_2x", "upscaled",
-        "binned_info", "aspect_tolerance"])
+        "binned_info", "aspect_tolerance", "roi_in_the_corner", "roi_unknown_sensor"])
 def test_camera_info_to_intrinsics(info, size, intrinsics):
     K, P = camera_info_to_intrinsics(info, *size)
     K_expected, P_expected = expected(*intrinsics)
@@ -362,7 +512,28 @@ def test_p_is_used_over_k():
     (camera_info(p=np.array([FX, 0, CX, 0, 0, np.nan, CY, 0, 0, 0, 1, 0])), (640, 480),
      "CameraInfo P has invalid fy = nan"),
     (camera_info(p=np.zeros(12), k=np.zeros(9)), (640, 480), r"CameraInfo K \(P is empty\) has invalid fx"),
-])
+    (camera_info(p=np.array([-FX, 0, CX, 0, 0, FY, CY, 0, 0, 0, 1, 0])), (640, 480),
+     "CameraInfo P has invalid fx = -500.0"),  # would mirror the cloud
+    (camera_info(k=np.array([FX, 0, CX, 0, -FY, CY, 0, 0, 1])), (640, 480),
+     "CameraInfo K has invalid fy = -510.0"),  # K is republished too
+    (camera_info(p=np.zeros(12), k=np.array([FX, 0, np.nan, 0, FY, CY, 0, 0, 1])), (640, 480),
+     r"CameraInfo K \(P is empty\) has invalid cx = nan"),
+    (camera_info(p=np.array([FX, 0, CX, 0, 0, FY, np.inf, 0, 0, 0, 1, 0])), (640, 480),
+     "CameraInfo P has invalid cy = inf"),
+    (camera_info(p=np.array([FX, 0, CX, np.inf, 0, FY, CY, 0, 0, 0, 1, 0])), (640, 480),
+     "CameraInfo P has a non-finite entry at row 0, column 3: inf"),
+    (camera_info(k=np.array([FX, 0, CX, 0, FY, CY, 0, 0, np.nan])), (640, 480),
+     "CameraInfo K has a non-finite entry at row 2, column 2: nan"),
+    (camera_info(roi=RegionOfInterest(x_offset=500, y_offset=0, width=200, height=150)), (200, 150),
+     r"CameraInfo ROI reaches outside the 640x480 sensor: x_offset 500 \+ 200 > 640"),
+    (camera_info(roi=RegionOfInterest(x_offset=0, y_offset=400, width=200, height=150)), (200, 150),
+     r"CameraInfo ROI reaches outside the 640x480 sensor: y_offset 400 \+ 150 > 480"),
+    (camera_info(roi=RegionOfInterest(width=1280, height=960)), (640, 480),
+     r"x_offset 0 \+ 1280 > 640"),  # larger than the sensor: the image would be rescaled
+    (camera_info(roi=RegionOfInterest(x_offset=8)), (640, 480), r"x_offset 8 \+ 640 > 640"),  # full width, shifted
+], ids=["aspect", "binning_aspect", "empty", "zero_fx", "nan_fy", "empty_p_zero_k", "negative_fx", "negative_k_fy",
+        "nan_cx_empty_p", "inf_cy", "inf_tx", "nan_k", "roi_x_outside", "roi_y_outside", "roi_larger",
+        "roi_offset_full_width"])
 def test_camera_info_to_intrinsics_errors(info, size, match):
     with pytest.raises(ConversionError, match=match):
         camera_info_to_intrinsics(info, *size)

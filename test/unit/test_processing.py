@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
+from test_conversions import png_bomb
 
 from pixel_perfect_ros.inference.pipeline import DepthPrediction
 from pixel_perfect_ros.inference.preprocess import processing_size
@@ -195,6 +196,42 @@ def test_bad_image_or_camera_info_raises_conversion_error_before_the_model():
     assert pipeline.calls == []
 
 
+@pytest.mark.parametrize("height, width", [(1, 100_000), (100_000, 1)])
+def test_an_extreme_aspect_ratio_is_refused_before_the_model(height, width):
+    # processing_size rounds each side to >= 16 px: 1x100000 at target_area 3072 would run at 16x17520.
+    pipeline = KnownPipeline(ramp)
+    with pytest.raises(ConversionError, match=r"aspect ratio too extreme: a .* image would run at .* pixels, above "
+                                              r"2 x target_area 3072"):
+        ImageProcessor(pipeline).process(rgb_msg(height, width), camera_info(width, height), settings())
+    assert pipeline.calls == []
+
+
+def test_images_above_max_input_pixels_are_refused_before_the_model():
+    pipeline = KnownPipeline(ramp)
+    processor = ImageProcessor(pipeline)
+    assert processor.process(rgb_msg(), camera_info(), settings(max_input_pixels=HEIGHT * WIDTH)).depth.shape == (
+        HEIGHT, WIDTH)
+    with pytest.raises(ConversionError, match="Image of 64x48 = 3072 pixels is above the limit of 3071 pixels"):
+        processor.process(rgb_msg(), camera_info(), settings(max_input_pixels=HEIGHT * WIDTH - 1))
+    bomb = CompressedImage(header=header(), format="png", data=png_bomb())
+    with pytest.raises(ConversionError, match="8000x8000 = 64000000 pixels is above the limit of 16000000 pixels"):
+        processor.process(bomb, camera_info(8000, 8000), settings())  # the default max_input_pixels
+    assert pipeline.calls == [False]
+
+
+def test_a_push_refused_for_its_size_returns_the_reason():
+    finished = []
+    reason = ImageProcessor(KnownPipeline(ramp)).push(
+        "key", rgb_msg(), camera_info(), settings(max_input_pixels=100), lambda *frame: finished.append(frame))
+    assert "above the limit of 100 pixels" in reason and finished == []
+
+
+def test_8uc3_is_read_as_bgr8():
+    bgr = np.random.default_rng(2).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    frame = ImageProcessor(KnownPipeline(ramp)).process(image_msg(bgr, "8UC3"), camera_info(), settings())
+    np.testing.assert_array_equal(frame.rgb, bgr[..., ::-1])
+
+
 def test_nonfinite_32fc1_pixels_are_counted():
     intensity = np.random.default_rng(1).random((HEIGHT, WIDTH), dtype=np.float32)
     intensity[0, :5], intensity[1, :3] = np.nan, np.inf
@@ -232,6 +269,20 @@ def test_an_unreadable_sparse_depth_is_reported_and_decodes_as_without_one():
     frame = processor.process(rgb_msg(), camera_info(), settings(depth_mode="sparse_topic"), sparse=bad)
     assert "unsupported depth encoding 'rgb8'" in frame.sparse_error
     assert (frame.is_metric, frame.scale_state) == (False, "relative_fallback")
+
+
+def test_a_sparse_depth_of_another_aspect_ratio_is_reported_and_decodes_as_without_one():
+    sensor = np.full((HEIGHT, HEIGHT), 2000, np.uint16)  # square: stretched over the 64x48 image it would be wrong
+    processor = ImageProcessor(KnownPipeline(ramp))
+    sparse_settings = settings(depth_mode="sparse_topic", sparse_min_points=20)
+    frame = processor.process(rgb_msg(), camera_info(), sparse_settings, sparse=image_msg(sensor, "16UC1"))
+    assert frame.sparse_error == "aspect ratios differ: sparse_depth is 48x48, the image is 64x48"
+    assert (frame.is_metric, frame.scale_state) == (False, "relative_fallback")
+    np.testing.assert_allclose(frame.depth, np.exp(ramp(HEIGHT, WIDTH)), rtol=1e-6)
+
+    half = np.full((HEIGHT // 2, WIDTH // 2), 2000, np.uint16)  # same aspect ratio, half the resolution: used
+    frame = processor.process(rgb_msg(), camera_info(), sparse_settings, sparse=image_msg(half, "16UC1"))
+    assert (frame.sparse_error, frame.is_metric, frame.scale_state) == ("", True, "fitted")
 
 
 def test_nearest_by_stamp_takes_the_nearest_within_the_max_age():
