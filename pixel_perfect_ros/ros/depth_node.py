@@ -17,6 +17,9 @@ than the frame's push, is published with that frame's header. The stream's refer
 
 Threads: the executor only pairs and hands frames over; inference runs in an ``InferenceWorker``
 behind a latest-frame-wins slot, so the executor never blocks and late frames are dropped and counted.
+Parameter changes reach the model in the worker, between frames (video mode: between groups), so each
+frame's status reports what it ran with. Shutdown interrupts a frame in flight at its next module call
+(``inference.interrupt``), well inside launch's 5 s grace.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -40,7 +44,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Empty, Header
 from std_srvs.srv import Trigger
 
+from ..geometry.validity import MIN_VALID_FRACTION, valid_fraction
 from ..inference.checkpoints import CheckpointError
+from ..inference.interrupt import StopFlag
 from ..msg import DepthStatus
 from .allocator import keep_freed_memory
 from .conversions import header_stamp_ns
@@ -49,11 +55,15 @@ from .pairing import CameraInfoPairer
 from .parameters import PARAMETERS, SPECS, NodeSettings, check_settings, load_node_model
 from .processing import FrameSettings, ProcessedFrame, nearest_by_stamp
 from .processors import FrameProcessor, make_processor
+from .sequence_gaps import SequenceGaps
 
 CAMERA_INFO_WAIT_WARN_S = 1.0
 """An image waiting this long for its CameraInfo triggers a (throttled) warning."""
 SPARSE_BUFFER = 10
 """Recent sparse_depth messages kept to find the one nearest in time to each image."""
+WORKER_STOP_S = 3.0
+"""Longest wait at shutdown for the frame in flight (interrupted at its next module call), seconds:
+inside launch's 5 s grace between SIGINT and SIGTERM."""
 STAGES = ("decode_ms", "preprocess_ms", "semantics_ms", "sampling_ms", "postprocess_ms", "publish_ms", "total_ms")
 
 
@@ -80,12 +90,15 @@ class DepthNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__("depth_node", **kwargs)
+        self._stop = StopFlag()
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         settings = NodeSettings(**{spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS})
         reason = check_settings(settings)
         if reason:
             raise ValueError(reason)
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
         loaded, model_settings = load_node_model(settings)
         for warning in loaded.warnings:
             self.get_logger().warning(warning)
@@ -93,10 +106,12 @@ class DepthNode(Node):
             settings = model_settings
             self.set_parameters([Parameter("target_area", value=settings.target_area)])
         self._processor: FrameProcessor = make_processor(loaded, settings, self._on_reset)
+        self._stop.attach(self._processor.model)
         reason = self._processor.refusal(settings, settings)  # check_settings passed above
         if reason:
             raise ValueError(reason)
         self._settings = FrameSettings.of(settings)
+        self._applied = settings  # the settings the model runs with (taken by the worker between frames)
         self.model_id = loaded.name
         # The backend asked for (auto resolved), the one running and why they differ ('' when they do not).
         self.backend_requested, self.backend, self.backend_fallback = (
@@ -104,7 +119,8 @@ class DepthNode(Node):
 
         self._lock = threading.Lock()
         self._counts = {"received": 0, "processed": 0, "rejected": 0, "idle": 0}
-        self._window = {"processed": 0, "rejected": 0, "failed": 0, "stage_sums": dict.fromkeys(STAGES, 0.0)}
+        self._window = self._new_window()
+        self._gaps = SequenceGaps()  # image messages lost before the node (executor side, under _lock)
         self._window_start = time.perf_counter()
         # Executor side (under _lock): the reset request and the snapshot of the processor's state (its
         # status fields and dropped frames), taken by the worker, which alone runs the processor.
@@ -154,7 +170,13 @@ class DepthNode(Node):
 
     @pipeline.setter
     def pipeline(self, pipeline) -> None:
+        self._stop.attach(pipeline)
         self._processor.model = pipeline
+
+    @staticmethod
+    def _new_window() -> dict[str, Any]:
+        """Counters of one diagnostics period."""
+        return {"processed": 0, "rejected": 0, "failed": 0, "invalid": 0, "stage_sums": dict.fromkeys(STAGES, 0.0)}
 
     @staticmethod
     def _make_pairer(settings: NodeSettings) -> CameraInfoPairer:
@@ -178,9 +200,11 @@ class DepthNode(Node):
         own = self._own(params)
         if not own:
             return
-        settings = self._settings.node.replace(**own)
-        self._settings = FrameSettings.of(settings)
-        self._processor.apply(settings)
+        previous = self._settings
+        settings = previous.node.replace(**own)
+        self._settings = FrameSettings.of(settings, previous)  # the model takes it in the worker (_process)
+        if settings.intrinsics_source != previous.node.intrinsics_source:
+            self._pairer.drop_pending()  # it would wait for a CameraInfo no longer asked for
         if own.keys() & {"pairing", "pairing_tolerance_s"}:
             # In place: a new pairer would forget the CameraInfos received (a camera may send only one),
             # the waiting image and the drop count.
@@ -194,9 +218,10 @@ class DepthNode(Node):
             return True
         return any(p.get_subscription_count() > 0 for p in (self._pub_depth, self._pub_info, self._pub_points))
 
-    def _on_image(self, msg: Image | CompressedImage) -> None:
+    def _on_image(self, msg: Image | CompressedImage, info: dict) -> None:
         wanted = self._wanted()
         with self._lock:
+            self._gaps.add(info)
             self._counts["received"] += 1
             self._counts["idle"] += not wanted
         if not wanted:
@@ -229,7 +254,7 @@ class DepthNode(Node):
         )
 
     def _on_worker_error(self, frame: Frame, error: BaseException) -> None:
-        if not self.context.ok():  # shut down (e.g. Ctrl-C) while this frame was in flight: not a failure
+        if self._stop.is_set() or not self.context.ok():  # stopped while this frame was in flight: no failure
             return
         with self._lock:
             self._window["failed"] += 1
@@ -239,6 +264,9 @@ class DepthNode(Node):
     def _process(self, frame: Frame) -> None:
         """Push the frame into the processor, then publish every frame it finishes."""
         settings = self._settings
+        if settings.node != self._applied and not self._processor.pending:  # between frames (video: groups)
+            self._processor.apply(settings.node)
+            self._applied = settings.node
         with self._lock:
             request, self._reset_request = self._reset_request, None
         sparse = self._sparse_for(frame.image.header, settings.node) if settings.node.depth_mode == "sparse_topic" \
@@ -262,6 +290,8 @@ class DepthNode(Node):
                                       throttle_duration_sec=5.0)
         if processed.sparse_error:
             self.get_logger().warning(f"sparse_depth unusable: {processed.sparse_error}", throttle_duration_sec=5.0)
+        if self._stop.is_set():  # finished while the node shuts down: its publishers may be gone
+            return
         start = time.perf_counter()
         self._pub_depth.publish(processed.depth_msg)
         self._pub_info.publish(processed.info_msg)
@@ -274,12 +304,17 @@ class DepthNode(Node):
             "publish_ms": processed.messages_ms + (published - start) * 1e3,
             "total_ms": (published - frame.received_s) * 1e3,
         }
+        valid = valid_fraction(processed.depth)
+        if valid < MIN_VALID_FRACTION:
+            self.get_logger().error(f"the model produced (almost) no valid depth: {valid:.1%} of the pixels",
+                                    throttle_duration_sec=5.0)
         with self._lock:
             self._counts["processed"] += 1
             self._window["processed"] += 1
+            self._window["invalid"] += valid < MIN_VALID_FRACTION
             for stage, ms in stages.items():
                 self._window["stage_sums"][stage] += ms
-        self._pub_status.publish(self._status(processed, settings, stages))
+        self._pub_status.publish(self._status(processed, settings, stages, valid))
 
     def _on_reset(self, reason: str, kind: str) -> None:
         """Worker side, after the processor was reset: log why (a failure is logged as the frame's error)."""
@@ -316,7 +351,8 @@ class DepthNode(Node):
     def _on_sparse_depth(self, msg: Image) -> None:
         self._sparse_depths.append(msg)
 
-    def _status(self, processed: ProcessedFrame, settings: FrameSettings, stages: dict[str, float]) -> DepthStatus:
+    def _status(self, processed: ProcessedFrame, settings: FrameSettings, stages: dict[str, float],
+                valid: float) -> DepthStatus:
         node = settings.node
         processing_h, processing_w = self._processor.processing_size(*processed.rgb.shape[:2])
         output_h, output_w = processed.depth.shape
@@ -324,7 +360,7 @@ class DepthNode(Node):
         header = processed.header
         age_ns = self.get_clock().now().nanoseconds - header_stamp_ns(header)
         with self._lock:
-            counts, mode_status = dict(self._counts), dict(self._mode_status)
+            counts, mode_status, lost = dict(self._counts), dict(self._mode_status), self._gaps.lost
         return DepthStatus(
             header=header, model_id=self.model_id, backend=self.backend, backend_fallback=self.backend_fallback,
             device=str(self.pipeline.device), dtype=node.dtype, steps=self.pipeline.steps,
@@ -335,7 +371,7 @@ class DepthNode(Node):
             decoding_parameter_names=list(decoding), decoding_parameter_values=[float(v) for v in decoding.values()],
             age_ms=age_ns / 1e6, frames_received=counts["received"], frames_processed=counts["processed"],
             frames_dropped=self._dropped(), frames_rejected=counts["rejected"], frames_idle=counts["idle"],
-            scale_state=processed.scale_state,
+            frames_lost=lost, scale_state=processed.scale_state, valid_fraction=valid,
             flying_pixel_filter=node.flying_pixel_threshold > 0,
             flying_pixels_removed=processed.flying_pixels_removed,
             **{stage: float(ms) for stage, ms in stages.items()},
@@ -353,11 +389,11 @@ class DepthNode(Node):
         now = time.perf_counter()
         with self._lock:
             window, elapsed = self._window, now - self._window_start
-            self._window = {"processed": 0, "rejected": 0, "failed": 0, "stage_sums": dict.fromkeys(STAGES, 0.0)}
-            self._window_start = now
-            counts = dict(self._counts)
+            self._window, self._window_start = self._new_window(), now
+            counts, lost = dict(self._counts), self._gaps.lost
+        settings = self._settings
         pending_age_ns, pending = self._pairer.pending_age_ns(), self._pairer.pending
-        waiting = pending_age_ns is not None and pending is not None and pending_age_ns > CAMERA_INFO_WAIT_WARN_S * 1e9
+        waiting = settings.node.intrinsics_source == "camera_info" and pending_age_ns is not None and pending is not None and pending_age_ns > CAMERA_INFO_WAIT_WARN_S * 1e9
         if waiting:
             stamp, frame_id = pending
             self.get_logger().warning(
@@ -368,19 +404,20 @@ class DepthNode(Node):
         level, message = DiagnosticStatus.OK, "running"
         if window["failed"]:
             level, message = DiagnosticStatus.ERROR, f"{window['failed']} frames failed in inference"
+        elif window["invalid"]:
+            level, message = DiagnosticStatus.ERROR, f"{window['invalid']} frames with (almost) no valid depth"
         elif window["rejected"]:
             level, message = DiagnosticStatus.WARN, f"{window['rejected']} input frames rejected"
         elif waiting:
             level, message = DiagnosticStatus.WARN, "waiting for CameraInfo"
         processed = window["processed"]
-        settings = self._settings
         entries = {
             "rate_hz": processed / elapsed if elapsed > 0 else 0.0,
             **{f"mean_{stage}": window["stage_sums"][stage] / processed if processed else float("nan")
                for stage in STAGES},
             "frames_received": counts["received"], "frames_processed": counts["processed"],
             "frames_dropped": self._dropped(), "frames_rejected": counts["rejected"], "frames_idle": counts["idle"],
-            "frames_failed": self._worker.failed,
+            "frames_lost": lost, "frames_failed": self._worker.failed,
             "model": self.model_id, "backend": self.backend, "backend_requested": self.backend_requested,
             "backend_fallback": self.backend_fallback, "device": str(self.pipeline.device), "dtype": settings.node.dtype,
             "steps": self.pipeline.steps, "depth_mode": settings.decoder.mode, "is_metric": settings.decoder.is_metric,
@@ -396,37 +433,58 @@ class DepthNode(Node):
         self._pub_diagnostics.publish(DiagnosticArray(header=header, status=[status]))
 
     def destroy_node(self):
-        self._worker.stop(timeout=10.0)
+        worker = getattr(self, "_worker", None)  # None: the constructor failed (rclpy destroys the node anyway)
+        self._stop.set()
+        if worker is not None and not worker.stop(timeout=WORKER_STOP_S):
+            self.get_logger().warning(f"the frame in flight did not stop within {WORKER_STOP_S:.0f} s")
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    """Entry point of ``depth_node`` (``ros2 run pixel_perfect_ros depth_node``).
+class _StoppedWhileStarting(Exception):
+    """SIGINT or SIGTERM before the node was running (e.g. during model loading)."""
 
-    SIGINT/SIGTERM only set a flag that the spin loop checks: a KeyboardInterrupt raised inside rclpy's
-    message conversion would surface as an unrelated RuntimeError and a non-zero exit.
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``depth_node`` (``ros2 run pixel_perfect_ros depth_node``); 0 after a stop by signal.
+
+    SIGINT/SIGTERM are handled from the first line: while the node starts (model loading takes seconds)
+    they end start-up at once, without a traceback; once it runs they only set a flag that the spin loop
+    checks (a KeyboardInterrupt raised inside rclpy's message conversion would surface as an unrelated
+    RuntimeError), and ``destroy_node`` interrupts the frame in flight.
     """
+    stop, running = threading.Event(), threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        stop.set()
+        if not running.is_set():
+            raise _StoppedWhileStarting(signal.Signals(signum).name)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    logger = rclpy.logging.get_logger("depth_node")
     keep_freed_memory()
-    stop = threading.Event()
-    with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
-        try:
-            node = DepthNode()
-        except (CheckpointError, ValueError) as error:
-            rclpy.logging.get_logger("depth_node").fatal(str(error))
-            return 1
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        try:
-            while not stop.is_set():
-                executor.spin_once(timeout_sec=0.1)
-        except ExternalShutdownException:
-            pass
-        finally:
-            executor.shutdown()
-            node.destroy_node()
+    try:
+        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
+            try:
+                node = DepthNode()
+            except (CheckpointError, ValueError) as error:
+                logger.fatal(str(error))
+                return 1
+            running.set()
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            try:
+                while not stop.is_set():
+                    executor.spin_once(timeout_sec=0.1)
+            except ExternalShutdownException:
+                pass
+            finally:
+                executor.shutdown()
+                node.destroy_node()
+    except _StoppedWhileStarting as signal_name:
+        logger.info(f"stopped by {signal_name} while starting")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

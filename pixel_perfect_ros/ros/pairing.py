@@ -121,6 +121,14 @@ class CameraInfoPairer(Generic[ImageT, InfoT]):
             self.paired += 1
             return Pair(image, info.msg)
 
+    def drop_pending(self) -> None:
+        """Give up the image waiting for its info (counted in ``dropped_unpaired``), e.g. when the
+        intrinsics stop coming from CameraInfo."""
+        with self._lock:
+            if self._pending is not None:
+                self.dropped_unpaired += 1
+                self._pending = None
+
     @property
     def pending(self) -> tuple[int, str] | None:
         """``(stamp_ns, frame_id)`` of the image waiting for its info, or None."""

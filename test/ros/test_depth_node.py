@@ -43,7 +43,7 @@ TEST_DIR = Path(__file__).resolve().parents[1]
 DIAGNOSTIC_KEYS = {
     "rate_hz", "mean_decode_ms", "mean_preprocess_ms", "mean_semantics_ms", "mean_sampling_ms",
     "mean_postprocess_ms", "mean_publish_ms", "mean_total_ms", "frames_received", "frames_processed",
-    "frames_dropped", "frames_rejected", "frames_idle", "frames_failed", "model", "backend", "backend_requested",
+    "frames_dropped", "frames_rejected", "frames_idle", "frames_lost", "frames_failed", "model", "backend", "backend_requested",
     "backend_fallback", "device", "dtype", "steps", "depth_mode", "is_metric",
 }
 """/diagnostics values (docs/node.md): rate, mean latency per stage, counters, model and backend (running,
@@ -780,6 +780,22 @@ def test_signal_shuts_the_node_down_cleanly_with_a_frame_in_flight(ros, tiny_che
             camera.stop()
     for sign in ("ERROR", "Traceback", "Failed to publish"):
         assert sign not in stderr(), stderr()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_model_loads_ends_start_up_without_a_traceback(tiny_checkpoints, node_env, tmp_path, signum):
+    """Loading is made slow (the official checkpoints load in seconds, the tiny ones in milliseconds): the
+    process's sitecustomize wraps ``load_model`` to say so on stderr and wait."""
+    with (tmp_path / "sitecustomize.py").open("a") as site:
+        site.write("import threading\nimport pixel_perfect_ros.inference.loader as loader\n_load = loader.load_model\n"
+                   "def load_model(request):\n    print('LOADING', file=sys.stderr, flush=True)\n"
+                   "    threading.Event().wait(60)\n    return _load(request)\nloader.load_model = load_model\n")
+    args = ["--ros-args", "-p", f"checkpoint:={tiny_checkpoints['ppd']}", "-p", f"semantics:={tiny_checkpoints['da2']}"]
+    with depth_node_process(args, node_env) as (process, stderr):
+        wait_for(lambda: "LOADING" in stderr() or process.poll() is not None, timeout=60, what="the model loading")
+        process.send_signal(signum)
+        assert process.wait(timeout=30) == 0, stderr()
+    assert "Traceback" not in stderr() and f"stopped by {signum.name} while starting" in stderr(), stderr()
 
 
 def test_without_checkpoint_parameters_the_node_runs_the_bundled_model(ros, node_env):

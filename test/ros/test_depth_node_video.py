@@ -143,6 +143,23 @@ def test_reset_service_topic_and_a_stamp_going_back_restart_the_cache(ros, video
     assert status.frames_dropped == 1 and status.frames_processed == 7
 
 
+def test_a_steps_change_during_a_group_applies_from_the_next_group(ros, video_checkpoints):
+    node, probe = start(ros, video_checkpoints, video_frames_per_window=2)
+    clip = frames(7, seed=2)
+    for i in range(3):
+        send(node, probe, clip[i], 300 + i)
+    send(node, probe, clip[3], 303)  # first of a group of 2: waits in the stream
+    assert node.set_parameters([Parameter("steps", value=STEPS + 1)])[0].successful
+    send(node, probe, clip[4], 304)
+    status = statuses(probe, 5)
+    assert [s.steps for s in status] == [STEPS] * 5  # the group started before the change ends with it
+    for i in range(5, 7):
+        send(node, probe, clip[i], 300 + i)
+    status = statuses(probe, 7)
+    assert [s.steps for s in status[5:]] == [STEPS + 1] * 2 and status[-1].video_resets == 0
+    assert node.pipeline.steps == STEPS + 1
+
+
 def test_what_video_mode_cannot_do_is_refused_with_a_reason(ros, video_checkpoints):
     for name, value in (("depth_mode", "moge2"), ("intrinsics_source", "moge2"), ("output_resolution", "processing")):
         with pytest.raises(ValueError, match=f"{name} {value} is not available in video mode"):

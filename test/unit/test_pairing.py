@@ -119,6 +119,15 @@ def test_pending_age_counts_from_receipt():
     assert pairer.pending_age_ns() is None
 
 
+def test_a_dropped_pending_image_is_counted_and_never_paired():
+    pairer = stamp_pairer(0)
+    pairer.add_image(7, "cam", "img")
+    pairer.drop_pending()
+    pairer.drop_pending()  # nothing left: nothing counted
+    assert pairer.pending is None and pairer.pending_age_ns() is None and pairer.dropped_unpaired == 1
+    assert pairer.add_info(7, "cam", "info") is None
+
+
 def test_every_image_is_paired_dropped_or_pending():
     pairer = stamp_pairer(0)
     for stamp_ns in range(20):
