@@ -49,7 +49,7 @@ from ..inference.checkpoints import CheckpointError
 from ..inference.interrupt import StopFlag
 from ..msg import DepthStatus
 from .allocator import keep_freed_memory
-from .conversions import header_stamp_ns
+from .conversions import header_stamp_ns, quoted
 from .latest_slot import InferenceWorker
 from .pairing import CameraInfoPairer
 from .parameters import PARAMETERS, SPECS, NodeSettings, check_settings, load_node_model
@@ -249,7 +249,7 @@ class DepthNode(Node):
             self._counts["rejected"] += 1
             self._window["rejected"] += 1
         self.get_logger().warning(
-            f"dropped frame {header_stamp_ns(frame.image.header)} on '{frame.image.header.frame_id}': {reason}",
+            f"dropped frame {header_stamp_ns(frame.image.header)} on {quoted(frame.image.header.frame_id)}: {reason}",
             throttle_duration_sec=2.0,
         )
 
@@ -397,7 +397,7 @@ class DepthNode(Node):
         if waiting:
             stamp, frame_id = pending
             self.get_logger().warning(
-                f"no CameraInfo for the image stamped {stamp} on '{frame_id}' after {pending_age_ns / 1e9:.1f} s: "
+                f"no CameraInfo for the image stamped {stamp} on {quoted(frame_id)} after {pending_age_ns / 1e9:.1f} s: "
                 "check the camera_info topic (same frame_id, same stamp), or set pairing:=latest",
                 throttle_duration_sec=5.0,
             )

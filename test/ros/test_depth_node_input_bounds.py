@@ -122,3 +122,14 @@ def test_a_bad_camera_info_rejects_the_frame_and_nothing_is_published_for_it(ros
     assert (status.frames_received, status.frames_processed, status.frames_rejected) == (2, 1, 1)
     for topic in ("depth/image", "depth/camera_info", "depth/points", "depth/status"):
         assert probe.for_stamp(topic, bad) is None, topic
+
+
+def test_an_untrusted_frame_id_is_cut_short_in_the_log(ros, tiny_checkpoints):
+    node, probe = start(ros, tiny_checkpoints, "depth/image", "/rosout")
+    bad = rgb_image(seeded_rgb(), Time())
+    bad.encoding, bad.header.frame_id = "yuv422", "x" * 10_000
+    info = camera_info(WIDTH, HEIGHT, Time(), frame_id=bad.header.frame_id)
+    send_msgs(probe, bad, info)
+    wait_for(lambda: any(line.startswith("dropped frame") for line in probe.logs()), what="the rejection's warning")
+    (line,) = [line for line in probe.logs() if line.startswith("dropped frame")]
+    assert "'" + "x" * 64 + "...'" in line and len(line) < 400, len(line)
