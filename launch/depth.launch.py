@@ -16,6 +16,8 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from pixel_perfect_ros.ros.fastdds import profile_variable
+
 PACKAGE = "pixel_perfect_ros"
 SHARE = Path(__file__).absolute().parent.parent
 """This package's share folder (installed) or the repository (source checkout): both hold config/."""
@@ -24,17 +26,6 @@ MODEL_PARAMETERS = ("mode", "checkpoint", "semantics", "semantics_type")
 FLAGS = ["true", "false"]
 SIM_TIME_CHOICES = ["", "true", "false"]
 """use_sim_time's values: empty keeps the params file's value."""
-FAST_DDS_2_DISTROS = ("humble", "iron", "jazzy")
-"""ROS 2 distributions whose Fast DDS 2.x reads its XML profile from FASTRTPS_DEFAULT_PROFILES_FILE;
-Fast DDS 3 (Kilted and later) reads FASTDDS_DEFAULT_PROFILES_FILE, and Kilted's rmw_fastrtps warns
-that the old name is deprecated, so only the distribution's own name is set."""
-
-
-def profile_variable(distro: str) -> str:
-    """The environment variable naming the XML profile file for the Fast DDS of ``distro`` (ROS_DISTRO)."""
-    return "FASTRTPS_DEFAULT_PROFILES_FILE" if distro in FAST_DDS_2_DISTROS else "FASTDDS_DEFAULT_PROFILES_FILE"
-
-
 def default_profile(environ: Mapping[str, str], shipped: str) -> str:
     """fastdds_profile's default: the profile file the environment already names (exported), else ``shipped``."""
     return environ.get(profile_variable(environ.get("ROS_DISTRO", ""))) or shipped

@@ -98,7 +98,8 @@ def torch_device(name: str) -> torch.device:
     """The torch device ``name``.
 
     Raises:
-        ValueError: for a CUDA device when torch has no CUDA (never silently the CPU), or a bad name.
+        ValueError: for a CUDA device when torch has no CUDA (never silently the CPU) or not that many CUDA
+            devices, or a bad name.
     """
     try:
         device = torch.device(name)
@@ -106,6 +107,8 @@ def torch_device(name: str) -> torch.device:
         raise ValueError(f"device {name!r} is not a torch device (cpu, cuda, cuda:1, ...)") from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available to torch")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} requested but torch sees {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

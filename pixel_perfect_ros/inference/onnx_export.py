@@ -20,7 +20,8 @@ Numerics vs float32 PyTorch in ONNX Runtime (CPU), bundled model, 128x96 .. 592x
 7e-5 on the image); fp16 both <= 4.1e-3. ``tools/export.py`` states the tolerances it enforces.
 
 ``exported_graphs`` caches: file names carry the weights' fingerprint, dtype, opset, shape range and
-torch version; writes are atomic; weights above ``EXTERNAL_DATA_BYTES`` go to ``<graph>.onnx.data``.
+torch version; writes are atomic, files readable by other users (``engine_cache.commit_file``); weights
+above ``EXTERNAL_DATA_BYTES`` go to ``<graph>.onnx.data``.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from ..model.dit import SEMANTICS_DIM
+from .backends.engine_cache import FILE_MODE, commit_file, make_cache_folder
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 """Graph precisions -> torch dtype of the exported weights."""
@@ -144,7 +146,7 @@ def export_dit_step(dit: nn.Module, path: str | Path, *, dtype: str = "fp32", op
 def _export(graph: nn.Module, args: tuple, dynamic: dict, inputs: list[str], outputs: list[str], path: Path,
             dtype: str, opset: int) -> Path:
     """Dynamo export to a temporary file next to ``path``, fp16 casts, then an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_cache_folder(path.parent)
     # the exporter prints its stages to stdout; errors still raise with their own message
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         program = torch.onnx.export(graph.eval(), args, dynamo=True, opset_version=opset, input_names=inputs,
@@ -171,11 +173,11 @@ def _atomic_save(model: onnx.ModelProto, path: Path) -> None:
         if weight_bytes > EXTERNAL_DATA_BYTES:
             onnx.save_model(model, temp, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=f"{path.name}.data", size_threshold=1024)
+            os.chmod(path.parent / f"{path.name}.data", FILE_MODE)  # written under the umask
         else:
             onnx.save_model(model, temp)
         onnx.checker.check_model(temp)  # by path: also valid for external weights
-        os.chmod(temp, 0o644)  # mkstemp makes it 0600; the cache is shared with other users' processes
-        os.replace(temp, path)
+        commit_file(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

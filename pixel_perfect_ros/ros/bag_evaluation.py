@@ -13,16 +13,14 @@ from __future__ import annotations
 import glob
 import math
 import shutil
-import signal
-import threading
 import time
 import traceback
 from collections import Counter
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -31,13 +29,17 @@ from ..evaluation.sequence import Evaluation, write_aggregate_report, write_json
 from ..inference.checkpoints import CheckpointError
 from ..inference.loader import LoadedModel
 from .bag_io import BagError, BagFrame, BagRecorder, CameraTopics, bag_extent, camera_frames
+from .interrupts import interrupted_by, signal_text, stop_signals
 from .parameters import NodeSettings, load_node_model
 from .processing import FrameSettings, ProcessedFrame
 from .processors import FrameProcessor, make_processor
 
 OUTPUT_TOPICS = ("/depth/image", "/depth/camera_info", "/depth/points")
 EXIT_CODES = {"ok": 0, "failed": 1, "bad_input": 2, "interrupted": 130}
-"""Exit status per bag status; the run exits with the largest of its bags'."""
+"""Exit status per bag status; the run exits with the largest of its bags' (an interrupted run: 128 + the
+signal, ``interrupts.exit_status``)."""
+STOP_REQUESTED = "Ctrl-C or SIGTERM to the run"
+"""What stopped a bag whose ``stop`` asked it to."""
 
 
 def find_bags(specs: list[str]) -> list[Path]:
@@ -155,7 +157,7 @@ def evaluate_bag(job: BagJob, progress: bool = False, stop: Callable[[], bool] |
     Args:
         job: the bag and settings.
         progress: show a progress bar (frames, rate, ETA) on stderr.
-        stop: asked before each frame; True stops the bag as interrupted (as Ctrl-C does).
+        stop: asked before each frame; True stops the bag as interrupted (as Ctrl-C and SIGTERM do).
 
     Returns:
         ``{"name", "status" (a key of EXIT_CODES), "message", "summary" (or None), "report" (relative to
@@ -183,7 +185,7 @@ def evaluate_bag(job: BagJob, progress: bool = False, stop: Callable[[], bool] |
         try:
             for frame in camera_frames(job.bag, job.topics, job.tolerance_ns, *bounds, job.stride):
                 if stop is not None and stop():
-                    raise KeyboardInterrupt
+                    raise KeyboardInterrupt(STOP_REQUESTED)
                 if recorder is None:
                     recorder = _open_outputs(job, stack)
                     record = partial(_record, recorder, evaluation)
@@ -193,8 +195,8 @@ def evaluate_bag(job: BagJob, progress: bool = False, stop: Callable[[], bool] |
                 bar.update()
             if recorder is not None:
                 processor.flush(settings, record)  # video mode: the last group of fewer than K frames
-        except KeyboardInterrupt:
-            result.update(status="interrupted", message="interrupted (Ctrl-C)")
+        except KeyboardInterrupt as error:
+            result.update(status="interrupted", message=f"interrupted ({interrupted_by(error)})")
         except BagError as error:
             result.update(status="bad_input", message=str(error))
         except Exception as error:  # noqa: BLE001 - one bag's failure is reported, the others still run
@@ -208,10 +210,11 @@ def evaluate_bag(job: BagJob, progress: bool = False, stop: Callable[[], bool] |
     result["frames"] = len(evaluation.frames) + sum(rejected.values()) + processor.dropped + processor.pending
     notes = _notes(job, node, result, rejected, recorder.counts)
     notes.update(processor.notes())
-    with _sigint_deferred() as interrupted:  # the report is written whole
+    with stop_signals(_later) as interrupted:  # the report is written whole
         summary = evaluation.write(job.out, complete=result["status"] == "ok", notes=notes)
     if interrupted and result["status"] == "ok":  # the bag is complete; the run stops
-        result.update(status="interrupted", message="interrupted (Ctrl-C) while writing its complete report")
+        result.update(status="interrupted",
+                      message=f"interrupted ({signal_text(interrupted[0])}) while writing its complete report")
     return {**result, "summary": summary, "report": f"{job.out.name}/report.html"}
 
 
@@ -228,29 +231,19 @@ def _notes(job: BagJob, node: NodeSettings, result: dict, rejected: Counter, cou
             "elapsed": f"{result['seconds']:.1f} s ({result['frames'] / max(result['seconds'], 1e-9):.2f} frames/s)"}
 
 
-@contextmanager
-def _sigint_deferred() -> Iterator[list]:
-    """Within the block (in the main thread) Ctrl-C is recorded in the yielded list instead of raising."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def _later(signum: int) -> None:
+    """A ``stop_signals`` action for a block written whole: nothing now (the block's list records it)."""
 
 
 def write_aggregate(out: Path, title: str, results: list[dict]) -> tuple[dict, bool]:
     """``out/report.html`` over the bags' results and ``out/metrics.json`` (the aggregate and each bag's
-    status, message, summary and report), written whole even on Ctrl-C.
+    status, message, summary and report), written whole even on Ctrl-C or SIGTERM.
 
     Returns:
-        The aggregate summary (``write_aggregate_report``'s), and whether Ctrl-C came while writing.
+        The aggregate summary (``write_aggregate_report``'s), and whether Ctrl-C or SIGTERM came while writing.
     """
     out.mkdir(parents=True, exist_ok=True)
-    with _sigint_deferred() as interrupted:
+    with stop_signals(_later) as interrupted:
         aggregate = write_aggregate_report(out / "report.html", title, results)
         write_json_atomic(out / "metrics.json", {
             "complete": all(r["status"] == "ok" for r in results), "aggregate": aggregate,

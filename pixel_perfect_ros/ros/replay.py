@@ -11,12 +11,11 @@ bag has ground truth, and what offline evaluation cannot see: frames lost on the
 latency, stamps.
 
 Exit status: 0 done, 1 the node failed or never appeared (or produced nothing), 2 bad arguments or
-bag, 130 Ctrl-C (the bag is closed and valid, the report is marked incomplete).
+bag, 130 Ctrl-C, 143 SIGTERM (the bag is closed and valid, the report is marked incomplete).
 """
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -27,6 +26,8 @@ from sensor_msgs.msg import CompressedImage
 
 from ..evaluation.sequence import headline_rows, write_json_atomic
 from .bag_io import BagError, BagFrame, BagRecorder, CameraTopics, bag_extent, camera_frames, installed_share_file
+from .fastdds import profile_variable
+from .interrupts import exit_status, interrupt, interrupted_by, stop_signals
 from .node_process import NodeProcess, node_command, parameter_text
 from .replay_evaluation import evaluate
 from .replayer import Replay, ReplayError, ReplayOptions, ReplayResult, replay_notes
@@ -73,14 +74,39 @@ def replay_bag(bag: Path, topics: CameraTopics, out: Path, options: ReplayOption
         first, frames, total = _open_source(bag, topics, out, options, frames)
         # Shared memory with segments large enough for clouds: with the default transports a message over
         # 0.5 MB goes by UDP, and a lost fragment waits for the next heartbeat (3 s stalls under load).
-        os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(installed_share_file("config/fastdds_shm.xml")))
+        os.environ.setdefault(profile_variable(os.environ.get("ROS_DISTRO", "")),
+                              str(installed_share_file("config/fastdds_shm.xml")))
     except (BagError, FileNotFoundError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     compressed = isinstance(first.image, CompressedImage)
     out.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
-    previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with stop_signals(interrupt) as received:  # Ctrl-C or SIGTERM after the replay: the evaluation ends
+        try:
+            with stop_signals(lambda signum: stop.set()):  # while replaying: publishing and waiting end
+                result = _replay(chain([first], frames), total, out, options, compressed, node_parameters, stop)
+        except BagError as error:
+            print(f"{prog}: error: {error}", file=sys.stderr)
+            return 2
+        except ReplayError as error:
+            print(f"{prog}: error: {error}", file=sys.stderr)
+            return 1
+        try:
+            return _report(bag, topics, out, options, result, notes, prog, exit_status(received))
+        except KeyboardInterrupt as error:  # a second Ctrl-C or SIGTERM
+            print(f"{prog}: interrupted ({interrupted_by(error)}) during the evaluation", file=sys.stderr)
+            return exit_status(received)
+
+
+def _replay(frames: Iterable[BagFrame], total: int, out: Path, options: ReplayOptions, compressed: bool,
+            node_parameters: dict[str, object] | None, stop: threading.Event) -> ReplayResult:
+    """[1/3] and [2/3]: start the node or find it, publish ``frames`` (``total`` in the bag) into it and record
+    its outputs to ``out/depth_bag`` until they stop or ``stop`` is set; the node started here is stopped.
+
+    Raises:
+        BagError: the output bag cannot be written. ReplayError: the node failed or never appeared.
+    """
     node = None
     try:
         if node_parameters is not None:
@@ -95,32 +121,22 @@ def replay_bag(bag: Path, topics: CameraTopics, out: Path, options: ReplayOption
             replay.connect()
             print(f"[2/3] publishing {total} frames ({'paced' if options.paced else f'rate {options.rate:g}'}), "
                   f"recording the outputs -> {recorder.path}", flush=True)
-            replay.play(chain([first], frames), total)
+            replay.play(frames, total)
             if not stop.is_set():
                 replay.drain()
             result = replay.result(recorder.counts)
         if node is not None:
             node.stop()
-    except BagError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
-    except ReplayError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 1
+        return result
     finally:
-        signal.signal(signal.SIGINT, previous_handler)
         if node is not None:
             node.close()
-    try:
-        return _report(bag, topics, out, options, result, notes, prog)
-    except KeyboardInterrupt:  # a second Ctrl-C
-        print(f"{prog}: interrupted during the evaluation", file=sys.stderr)
-        return 130
 
 
 def _report(bag: Path, topics: CameraTopics, out: Path, options: ReplayOptions, result: ReplayResult,
-            notes: dict[str, str] | None, prog: str) -> int:
-    """[3/3]: evaluate, write ``out/report/`` and print the summary; the exit status."""
+            notes: dict[str, str] | None, prog: str, interrupted_status: int) -> int:
+    """[3/3]: evaluate, write ``out/report/`` and print the summary; the exit status (``interrupted_status``
+    for a replay cut short)."""
     report_dir = out / "report"
     print(f"[3/3] evaluating {result.received} frames -> {report_dir}", flush=True)
     try:
@@ -140,7 +156,7 @@ def _report(bag: Path, topics: CameraTopics, out: Path, options: ReplayOptions, 
     print(f"{summary['frames']['scored']}/{summary['frames']['total']} frames scored; report: "
           f"{report_dir / 'report.html'}; depth bag: {out / 'depth_bag'}")
     if not result.complete:
-        return 130
+        return interrupted_status
     if result.published and not result.received:
         print(f"{prog}: error: no depth output for any of the {len(result.published)} frames: does the node get "
               "a CameraInfo (or run with intrinsics_source:=moge2)? See its log and /diagnostics.", file=sys.stderr)

@@ -152,7 +152,7 @@ class ReplayResult:
     published: stamps in publish order. latency_ms: per frame whose depth/image arrived, ms from
     publishing its image to receiving its depth/image. statuses: DepthStatus per stamp. publish_span_s:
     wall time from the first to the last image published. recorded: messages written per output topic.
-    complete: False when Ctrl-C cut the replay short.
+    complete: False when Ctrl-C or SIGTERM cut the replay short.
     """
 
     published: list[int]
@@ -197,12 +197,12 @@ def replay_notes(stats: dict, options: ReplayOptions) -> dict[str, str]:
     published, dropped, latency = stats["frames_published"], stats["frames_dropped"], stats["latency_ms"]
     return {
         "replay": mode + (", /clock in bag time" if options.clock else "")
-                  + ("" if stats["complete"] else "; INTERRUPTED (Ctrl-C)"),
+                  + ("" if stats["complete"] else "; INTERRUPTED (Ctrl-C or SIGTERM)"),
         "frames published": f"{published} in {stats['publish_span_s']:.2f} s (bag time {stats['bag_span_s']:.2f} s)",
         "outputs received": f"{stats['frames_received']} depth images; recorded: "
                             + ", ".join(f"{topic} {n}" for topic, n in stats["recorded"].items()),
         "frames dropped": f"{dropped} ({100.0 * dropped / max(published, 1):.1f} %)"
-                          + ("" if stats["complete"] else "; frames in flight at Ctrl-C count as dropped"),
+                          + ("" if stats["complete"] else "; frames in flight at the interruption count as dropped"),
         "end-to-end latency (publish -> depth/image received)":
             f"median {latency['median']:.0f} ms, p95 {latency['p95']:.0f} ms, max {latency['max']:.0f} ms"
             if latency else "no outputs",
@@ -214,14 +214,14 @@ def replay_notes(stats: dict, options: ReplayOptions) -> dict[str, str]:
 
 class Replay:
     """One replay over DDS: the rclpy context, the :class:`Replayer`, the node process when started here,
-    and the Ctrl-C flag; use as a context manager (shuts the context down).
+    and the stop flag; use as a context manager (shuts the context down).
 
     Args:
         recorder: the open output bag.
         options: how to replay.
         compressed: whether the images are CompressedImage.
         node: the node process started here, or None (a running node).
-        stop: set on Ctrl-C: publishing and waiting end at once.
+        stop: set on Ctrl-C or SIGTERM: publishing and waiting end at once.
     """
 
     def __init__(self, recorder: BagRecorder, options: ReplayOptions, compressed: bool, node: NodeProcess | None,

@@ -6,8 +6,8 @@ in a process pool, or on a Ray cluster with ``--ray`` (``bag_eval_runners.py``),
 report.
 
 Exit status: 0 every bag evaluated; 1 a bag failed while processing; 2 bad arguments or an unusable bag
-(missing or mistyped topic, unreadable or corrupt file, no images in range); 130 interrupted (Ctrl-C:
-each bag's output bag is closed and valid, its report written and marked incomplete).
+(missing or mistyped topic, unreadable or corrupt file, no images in range); 130 Ctrl-C, 143 SIGTERM (each
+bag's output bag is closed and valid, its report written and marked incomplete).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..ros.bag_io import STORAGES, CameraTopics
-from .cli import non_negative_float, parameter_assignment, positive_int
+from .cli import add_threads_argument, non_negative_float, parameter_assignment, positive_int
 
 if TYPE_CHECKING:
     from ..ros.parameters import NodeSettings
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "or 'host:6379'); every node needs this package, and the bags and --out at the same paths")
     run.add_argument("--storage", choices=tuple(STORAGES), default="sqlite3",
                      help="of the output bags (default: sqlite3)")
+    add_threads_argument(run, default=None, default_text="the node parameter torch_threads, 1; per bag")
     return parser
 
 
@@ -103,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # The libraries (torch, scikit-learn) load after parsing: --help and argument errors answer at once.
     from ..ros.bag_evaluation import EXIT_CODES, BagJob, find_bags, output_dirs, write_aggregate
+    from ..ros.interrupts import exit_status, interrupt, stop_signals
     from ..ros.parameter_files import node_parameters
     from .bag_eval_runners import run_bags
+    from .model_arguments import torch_threads
     try:
         settings = node_parameters(args.params_file, args.params)
         bags = find_bags(args.bags)
@@ -119,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     topics = CameraTopics(image=args.image_topic, camera_info=args.camera_info_topic, depth=args.depth_topic,
                           sparse=args.sparse_topic, pose=args.pose_topic,
                           pose_frames=tuple(args.pose_frames) if args.pose_frames else None)
+    threads = (settings.torch_threads if args.threads is None else args.threads) or None
     jobs = [BagJob(bag, out, topics, settings, round(args.tolerance_ms * 1e6), args.start, args.end, args.stride,
-                   args.storage) for bag, out in zip(bags, outs)]
+                   args.storage, threads) for bag, out in zip(bags, outs)]
     if not settings.checkpoint:  # image mode (video mode needs its files)
         print("ppd-bag-eval: no checkpoint set: the bundled tiny model (trained on synthetic rooms only)",
               file=sys.stderr)
@@ -132,20 +136,23 @@ def main(argv: list[str] | None = None) -> int:
         _print_result(result, next(finished), len(jobs))
 
     workers = min(args.jobs or os.cpu_count() or 1, len(jobs))
-    try:
-        results = run_bags(jobs, workers, args.ray, report)
-    except ConnectionError as error:
-        print(f"ppd-bag-eval: error: cannot connect to the Ray cluster at {args.ray}: {error}", file=sys.stderr)
-        return 2
-    interrupted = False
-    if len(jobs) > 1:
-        aggregate, interrupted = write_aggregate(args.out, f"ppd-bag-eval: {len(jobs)} bags", results)
-        print(f"all bags ({aggregate['frames']['scored']} scored frames): {args.out / 'report.html'}")
-        _print_table(aggregate)
+    # SIGTERM raises KeyboardInterrupt as Ctrl-C does; torch's thread count is restored after (in-process bags)
+    with stop_signals(interrupt) as received, torch_threads(None):
+        try:
+            results = run_bags(jobs, workers, args.ray, report)
+        except ConnectionError as error:
+            print(f"ppd-bag-eval: error: cannot connect to the Ray cluster at {args.ray}: {error}", file=sys.stderr)
+            return 2
+        interrupted = False
+        if len(jobs) > 1:
+            aggregate, interrupted = write_aggregate(args.out, f"ppd-bag-eval: {len(jobs)} bags", results)
+            print(f"all bags ({aggregate['frames']['scored']} scored frames): {args.out / 'report.html'}")
+            _print_table(aggregate)
     for result in results:
         if result["status"] != "ok":
             print(f"ppd-bag-eval: {result['name']}: {result['status']}: {result['message']}", file=sys.stderr)
-    return max(EXIT_CODES["interrupted" if interrupted else "ok"], *(EXIT_CODES[r["status"]] for r in results))
+    code = max(EXIT_CODES["interrupted" if interrupted else "ok"], *(EXIT_CODES[r["status"]] for r in results))
+    return exit_status(received) if code == EXIT_CODES["interrupted"] else code
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ and evaluated: accuracy where the bag has ground truth, and what offline evaluat
 lost on the way, end-to-end latency, stamps. The three steps are ``ros/replay.py``'s.
 
 Exit status: 0 done, 1 the node failed or never appeared (or produced nothing), 2 bad arguments or
-bag, 130 Ctrl-C (the bag is closed and valid, the report is marked incomplete).
+bag, 130 Ctrl-C, 143 SIGTERM (the bag is closed and valid, the report is marked incomplete).
 """
 from __future__ import annotations
 

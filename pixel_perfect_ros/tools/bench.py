@@ -30,7 +30,7 @@ from ..inference.benchmark import ARCHITECTURES, build_models, cpu_bf16_works, d
 from ..inference.benchmark_report import fastest_lines, format_tables, header_lines
 from ..inference.sampling import DTYPES
 from ..ros.benchmark import run_all
-from .cli import image_size, non_negative_int, positive_int
+from .cli import add_threads_argument, comma_list, image_size, non_negative_int, positive_int, torch_device_name
 from .model_arguments import torch_threads
 
 CUDA_SIZES = ((768, 1024), (576, 768), (384, 512))
@@ -39,16 +39,6 @@ CPU_SIZES = ((96, 128), (192, 256), (384, 512))
 """Default (H, W) on a CPU: the bundled model's own 128x96 (``bundled.TARGET_AREA``, what the node runs it at)
 and larger."""
 SMOKE_SIZES = ((48, 64),)
-
-
-def _list_of(item_type, what: str):
-    """argparse type: a comma-separated list of ``item_type`` values, at least one."""
-    def parse(text: str) -> list:
-        items = [item.strip() for item in text.split(",") if item.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, got {text!r}")
-        return [item_type(item) for item in items]
-    return parse
 
 
 def _choice(choices):
@@ -62,22 +52,23 @@ def _choice(choices):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppd-bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=_list_of(image_size, "WIDTHxHEIGHT"), default=None,
+    parser.add_argument("--sizes", type=comma_list(image_size, "WIDTHxHEIGHT"), default=None,
                         help="processing sizes, WIDTHxHEIGHT multiples of 16 (default: 1024x768,768x576,512x384 "
                              "on CUDA, 128x96,256x192,512x384 on a CPU)")
-    parser.add_argument("--steps", type=_list_of(positive_int, "step counts"), default=[1, 2, 4],
+    parser.add_argument("--steps", type=comma_list(positive_int, "step counts"), default=[1, 2, 4],
                         help="Euler step counts (default: 1,2,4)")
-    parser.add_argument("--backends", type=_list_of(_choice(BACKENDS), "backends"), default=list(BACKENDS),
+    parser.add_argument("--backends", type=comma_list(_choice(BACKENDS), "backends"), default=list(BACKENDS),
                         help=f"backends (default: all: {','.join(BACKENDS)}; torch fp32 always runs as the baseline)")
-    parser.add_argument("--dtypes", type=_list_of(_choice(tuple(DTYPES)), "dtypes"), default=None,
+    parser.add_argument("--dtypes", type=comma_list(_choice(tuple(DTYPES)), "dtypes"), default=None,
                         help="precisions (default: fp32,fp16,bf16 on CUDA; fp32,bf16 on a CPU where autocast runs bf16)")
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=None,
                         help="bundled (trained tiny model) or official (full size, random weights) "
                              "(default: official on CUDA, bundled on a CPU)")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs per configuration (default: 5)")
     parser.add_argument("--warmup", type=non_negative_int, default=1, help="untimed runs first (default: 1)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", type=torch_device_name, default=None,
+                        help="torch device (default: cuda when available, else cpu)")
+    add_threads_argument(parser, default=0)
     parser.add_argument("--engine-dir", default="", help="folder for exported graphs and engines (default: the backends')")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON to this file")
     parser.add_argument("--smoke", action="store_true",
@@ -91,12 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as error:
-        parser.error(f"--device: {error}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available here")
+    device = torch.device(args.device)
     if device.type not in ("cpu", "cuda"):
         parser.error(f"--device must be a cpu or cuda device, got {args.device!r}")
     cuda = device.type == "cuda"

@@ -39,13 +39,13 @@ from std_msgs.msg import Header
 from ..ros.bag_io import BagFrame, installed_share_file
 from ..ros.benchmark import camera_frame
 from ..ros.conversions import pinhole_camera_info
+from ..ros.fastdds import PROFILE_VARIABLES, profile_variable
 from ..ros.node_process import NodeProcess, node_command
 from ..ros.replayer import Replay, ReplayError, ReplayOptions, ReplayResult, topic_name
 from .cli import image_size, parameter_assignment, positive_float, positive_int
 
-PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
-"""The variable set in the profile case (Fast DDS 3); both names are removed in the default case."""
-PROFILE_VARIABLES = (PROFILE_VARIABLE, "FASTRTPS_DEFAULT_PROFILES_FILE")
+PROFILE_VARIABLE = profile_variable(os.environ.get("ROS_DISTRO", ""))
+"""The variable set in the profile case; both names are removed in the default case."""
 CASES = ("default", "profile")
 GAP_S = 1.0
 """A pause between consecutive depth/camera_info messages longer than this counts as a stall, seconds."""

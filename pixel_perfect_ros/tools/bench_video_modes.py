@@ -38,7 +38,7 @@ from ..inference.video_windows import OVERLAP, STRIDE, scale_and_shift, window_s
 from ..model.dit_video import VideoDiT
 from ..model.pi3 import PI3_ARCHITECTURE, Pi3Semantics
 from ..model.random_weights import randomize_, tiny_video_models
-from .cli import image_size, positive_int
+from .cli import add_threads_argument, image_size, positive_int
 from .model_arguments import torch_threads
 
 WINDOW_MODE = "window"
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keyframe-every", type=positive_int, default=8, help="keyframe period (default: 8)")
     parser.add_argument("--repeats", type=positive_int, default=1,
                         help="runs per mode; the fastest ms per frame is kept (default: 1)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    add_threads_argument(parser, default=0)
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="tiny",
                         help="random-weight model size (default: tiny; official is slow on a CPU)")
     parser.add_argument("--full-size", dest="architecture", action="store_const", const="official",

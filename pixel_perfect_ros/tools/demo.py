@@ -20,7 +20,7 @@ from ..ros.replay import replay_bag
 from ..ros.replayer import ReplayOptions
 from ..ros.simulated_lidar import LIDAR_ROWS, with_lidar
 from ..ros.synthetic_bag import synthetic_camera_bag
-from .cli import image_size, positive_int
+from .cli import image_size, positive_int, target_area
 
 SOURCE_TOPICS = CameraTopics(image="/camera/image", camera_info="/camera/camera_info", depth="/camera/depth_gt",
                              pose="/camera/pose")
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, help="official ppd.pth or ppd_moge.pth (default: bundled model)")
     parser.add_argument("--semantics", type=Path, help="its semantics encoder file; given with --checkpoint")
     parser.add_argument("--semantics-type", choices=SEMANTICS_TYPES, default="da2", help="default: da2")
-    parser.add_argument("--target-area", type=positive_int, help="processing area, pixels (default: the node's)")
+    parser.add_argument("--target-area", type=target_area, help="processing area, pixels (default: the node's)")
     return parser
 
 

@@ -13,7 +13,8 @@ Tolerances (max abs diff vs float32 PyTorch; semantics and velocities are O(1)-O
                                         which differs from PyTorch's by up to 7e-5 on the [0, 1] image
     fp16  DiT step 2e-2, encoder 2e-2   measured: 2.7e-3 .. 4.1e-3 (128x96 .. 592x592)
 
-Exit status: 0 all graphs within tolerance, 1 some diff above it, 2 bad arguments or missing checkpoints.
+Exit status: 0 all graphs within tolerance, 1 some diff above it, 2 bad arguments, an unusable --out or
+missing checkpoints (checked before the model loads).
 """
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ import numpy as np
 import torch
 
 from ..inference.backends.base import BackendOptions, BackendUnavailable
+from ..inference.backends.engine_cache import make_cache_folder
 from ..inference.checkpoints import CheckpointError, load_ppd_dit, load_semantics_encoder
 from ..inference.loader import BUNDLED_WARNING, model_files
 from ..inference.onnx_export import exported_graphs
 from ..model.flow import T
-from .cli import image_size, positive_int
-from .model_arguments import add_model_arguments, requested_model
+from .cli import add_threads_argument, image_size, non_negative_float, positive_int
+from .model_arguments import add_model_arguments, requested_model, torch_threads
 
 TOLERANCES = {("encoder", "fp32"): 2e-3, ("dit_step", "fp32"): 1e-4,
               ("encoder", "fp16"): 2e-2, ("dit_step", "fp16"): 2e-2}
@@ -62,9 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest processing size the dynamic shapes cover (default: 1024x768)")
     parser.add_argument("--check-sizes", type=image_sizes, default=[(192, 256), (384, 512)], metavar="WxH[,WxH]",
                         help="sizes of the ONNX Runtime parity check (default: 256x192,512x384)")
-    parser.add_argument("--tolerance", type=float,
+    parser.add_argument("--tolerance", type=non_negative_float,
                         help="max abs diff accepted for every graph (default: per graph and dtype, see below)")
     parser.add_argument("--force", action="store_true", help="export again even when matching graphs exist")
+    add_threads_argument(parser)
     return parser
 
 
@@ -117,6 +120,12 @@ def build_engines(dit, encoder, out: Path, dtypes: tuple[str, ...], max_size: tu
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with torch_threads(args.threads):  # the parity check's PyTorch and ONNX Runtime runs
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``ppd-export`` with the parsed ``args``: the arguments and files checked, then export, check and build."""
     max_height, max_width = args.max_size
     too_big = [f"{w}x{h}" for h, w in args.check_sizes if h > max_height or w > max_width]
     if too_big:
@@ -128,9 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         if request.bundled:
             print(f"ppd-export: {BUNDLED_WARNING}", file=sys.stderr)
         request = model_files(request)
+        make_cache_folder(args.out)
         dit = load_ppd_dit(request.checkpoint).eval().requires_grad_(False)
         encoder = load_semantics_encoder(request.semantics, request.semantics_type).eval().requires_grad_(False)
-    except (CheckpointError, ValueError) as exc:
+    except (CheckpointError, ValueError, OSError) as exc:
         print(f"ppd-export: {exc}", file=sys.stderr)
         return 2
 

@@ -2,8 +2,9 @@
 
 Writes, per image, ``<name>_depth.npy`` (float32 normalised log-depth at the input resolution),
 ``<name>_depth16.png`` (the same on a fixed 16-bit scale, see ``depth_io.PNG16_RANGE``) and
-``<name>_depth_color.png``. Exit status: 0 all written, 1 some images failed (the others are written),
-2 bad arguments, missing or wrong checkpoints.
+``<name>_depth_color.png``; nothing for an image that cannot be read or whose depth has almost no valid
+pixels (``geometry.validity``). Exit status: 0 all written, 1 some images failed (the others are
+written), 2 bad arguments (checked before the model loads), missing or wrong checkpoints.
 """
 from __future__ import annotations
 
@@ -12,17 +13,20 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from ..evaluation.depth_io import write_depth
+from ..geometry.decoding import RelativeDecoder
+from ..geometry.validity import MIN_VALID_FRACTION, valid_fraction
 from ..inference import bundled
 from ..inference.backends import BACKENDS, BackendOptions
 from ..inference.checkpoints import CheckpointError
-from ..inference.loader import load_model
+from ..inference.loader import load_model, model_files
 from ..inference.preprocess import DEFAULT_TARGET_AREA
 from ..inference.sampling import DTYPES
-from .cli import positive_int
-from .model_arguments import add_model_arguments, requested_model
+from .cli import add_threads_argument, positive_int, target_area, torch_device_name
+from .model_arguments import add_model_arguments, requested_model, torch_threads
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -36,10 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--steps", type=positive_int, default=4, help="Euler steps (default: 4)")
-    parser.add_argument("--target-area", type=positive_int,
+    parser.add_argument("--target-area", type=target_area,
                         help=f"processing area in pixels (default: {DEFAULT_TARGET_AREA} = 1024x768 for official "
                         f"checkpoints, {bundled.TARGET_AREA} for the bundled model)")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--device", type=torch_device_name, default="cpu",
+                        help="torch device: cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="precision (default: fp32)")
     parser.add_argument("--seed", type=int, default=0, help="initial-noise seed (default: 0)")
     parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
@@ -49,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of ONNX graphs and TensorRT engines (default: ~/.cache/pixel_perfect_ros)")
     parser.add_argument("--force-engine-update", action="store_true",
                         help="export and build the graphs and engines again even when cached ones match")
+    add_threads_argument(parser)
     return parser
 
 
@@ -80,31 +86,44 @@ def unique_stems(images: list[Path]) -> list[str]:
     return stems
 
 
+def depth_problem(depth: np.ndarray) -> str | None:
+    """Why a predicted normalised log-depth map is not written: too few valid pixels in the relative depth the
+    node would publish for it (``exp(depth)`` finite and > 0, ``geometry.validity``); None when it is fine."""
+    share = valid_fraction(RelativeDecoder()(depth))
+    if share >= MIN_VALID_FRACTION:
+        return None
+    return (f"the model produced almost no valid depth ({100 * share:.1f} % of the pixels, below "
+            f"{100 * MIN_VALID_FRACTION:g} %; NaN or inf: a broken checkpoint, or an fp16 overflow?)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with torch_threads(args.threads):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``ppd-infer`` with the parsed ``args``: the arguments and files checked, then the model loaded and run."""
     try:
         images = collect_images(args.inputs)
-    except FileNotFoundError as exc:
-        print(f"ppd-infer: {exc}", file=sys.stderr)
-        return 2
-    if not images:
-        print(f"ppd-infer: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, args.inputs))}",
-              file=sys.stderr)
-        return 2
-    try:
-        loaded = load_model(requested_model(
+        if not images:
+            raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in "
+                                    f"{', '.join(map(str, args.inputs))}")
+        request = requested_model(
             args, steps=args.steps, target_area=args.target_area, device=args.device, dtype=args.dtype,
             seed=args.seed, backend=args.backend,
             backend_options=BackendOptions(engine_file_path=str(args.engine_dir or ""),
-                                           force_engine_update=args.force_engine_update)))
-    except (CheckpointError, ValueError, RuntimeError) as exc:
+                                           force_engine_update=args.force_engine_update))
+        model_files(request)  # the files exist, and the output folder can be made, before the slow load
+        args.out.mkdir(parents=True, exist_ok=True)
+        loaded = load_model(request)
+    except (CheckpointError, ValueError, RuntimeError, OSError) as exc:
         print(f"ppd-infer: {exc}", file=sys.stderr)
         return 2
     for warning in loaded.warnings:
         print(f"ppd-infer: {warning}", file=sys.stderr)
     model = loaded.model
 
-    args.out.mkdir(parents=True, exist_ok=True)
     failed = []
     for path, stem in zip(tqdm(images, desc="ppd-infer", unit="img"), unique_stems(images)):
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -112,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(f"{path}: not a readable image")
             continue
         prediction = model(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        problem = depth_problem(prediction.depth)
+        if problem:
+            failed.append(f"{path}: {problem}")
+            continue
         write_depth(prediction.depth, args.out, stem)
     for message in failed:
         print(f"ppd-infer: skipped {message}", file=sys.stderr)

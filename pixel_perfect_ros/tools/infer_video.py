@@ -2,8 +2,9 @@
 
 Writes ``<name>_depth.npz`` (``depth``: (L, H, W) float32 normalised log-depth, aligned across windows)
 and ``<name>_depth.mp4`` (inferno, near = bright, one min/max over the whole clip; the video's fps, or
-10 fps for a folder). Exit status: 0 written, 2 bad arguments, missing or wrong checkpoints, unreadable
-input.
+10 fps for a folder). Exit status: 0 written, 1 written but some frames' depth has almost no valid
+pixels (``geometry.validity``; the message names them), 2 bad arguments, missing or wrong checkpoints,
+unreadable input (checked before the model loads).
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from ..evaluation.depth_io import colorize
 from ..inference.checkpoints import CheckpointError
 from ..inference.loader import ModelRequest, load_model, model_files
 from ..inference.video_windows import num_windows
-from .cli import positive_int
-from .infer import IMAGE_SUFFIXES
+from .cli import add_threads_argument, positive_int, torch_device_name
+from .infer import IMAGE_SUFFIXES, depth_problem
+from .model_arguments import torch_threads
 
 FOLDER_FPS = 10.0
 """Frame rate of the depth video written for a folder of images."""
@@ -36,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--steps", type=positive_int, default=4, help="Euler steps (default: 4)")
     parser.add_argument("--seed", type=int, default=0, help="initial-noise seed (default: 0)")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--device", type=torch_device_name, default="cpu",
+                        help="torch device: cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--max-frames", type=positive_int, help="use only the first N frames")
+    add_threads_argument(parser)
     return parser
 
 
@@ -93,6 +97,12 @@ def write_depth_video(depth: np.ndarray, path: Path, fps: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with torch_threads(args.threads):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``ppd-infer-video`` with the parsed ``args``: the input and files checked, then the model loaded and run."""
     if not args.input.exists():
         print(f"ppd-infer-video: input not found: {args.input}", file=sys.stderr)
         return 2
@@ -101,18 +111,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model_files(request)  # before reading the frames: a missing file is the likelier mistake
         frames, fps = read_frames(args.input, args.max_frames)
+        args.out.mkdir(parents=True, exist_ok=True)
         model = load_model(request).model
-    except (CheckpointError, ValueError, RuntimeError) as exc:
+    except (CheckpointError, ValueError, RuntimeError, OSError) as exc:
         print(f"ppd-infer-video: {exc}", file=sys.stderr)
         return 2
 
     with tqdm(total=num_windows(len(frames)), desc="ppd-infer-video", unit="window") as bar:
         prediction = model(frames, progress=lambda done, total: bar.update(done - bar.n))
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = args.input.stem if args.input.is_file() else args.input.resolve().name
     np.savez(args.out / f"{stem}_depth.npz", depth=prediction.depth.astype(np.float32))
     write_depth_video(prediction.depth, args.out / f"{stem}_depth.mp4", fps)
     print(f"ppd-infer-video: wrote {len(frames)} depth frames of {args.input} to {args.out}", file=sys.stderr)
+    problems = [(index, problem) for index, problem in enumerate(map(depth_problem, prediction.depth)) if problem]
+    if problems:
+        print(f"ppd-infer-video: {len(problems)} of {len(frames)} frames failed (the first, frame {problems[0][0]}: "
+              f"{problems[0][1]})", file=sys.stderr)
+        return 1
     return 0
 
 

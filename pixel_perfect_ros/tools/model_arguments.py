@@ -37,10 +37,10 @@ def requested_model(args: argparse.Namespace, **run) -> ModelRequest:
 
 @contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(threads)`` (None: as it is) and restore the count after,
+    """Run the block with ``torch.set_num_threads(threads)`` (0 or None: as it is) and restore the count after,
     so a tool called as a function leaves its caller's thread count (and so its float results) alone."""
     before = torch.get_num_threads()
-    if threads is not None:
+    if threads:
         torch.set_num_threads(threads)
     try:
         yield

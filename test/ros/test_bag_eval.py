@@ -3,9 +3,11 @@ video mode on tiny random PPVD + Pi3 files."""
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -175,6 +177,41 @@ def test_ctrl_c_closes_the_bag_and_marks_the_report(bags, tmp_path, monkeypatch)
     saved = metrics(out / "room")
     assert saved["complete"] is False and len(saved["frames"]) == 2
     assert "INCOMPLETE" in (out / "room" / "report.html").read_text()
+
+
+def wait_until(condition, process: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    """Poll ``condition()`` until true, failing if ``process`` ends first or the timeout passes."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert process.poll() is None, f"exited {process.returncode} first"
+        assert time.monotonic() < deadline, f"not within {timeout_s} s"
+        time.sleep(0.02)
+
+
+def test_sigterm_closes_the_bag_and_marks_the_report(tmp_path):
+    frames = 60
+    long_bag = synthetic_camera_bag(tmp_path / "long", frames, 48, 64, seed=7, supersample=1)
+    out, log = tmp_path / "out", tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "pixel_perfect_ros.tools.bag_eval", str(long_bag),
+                                    "--out", str(out), *TOPICS], stdout=subprocess.DEVNULL, stderr=stderr,
+                                   cwd=REPO_ROOT)
+        try:  # once the progress bar shows a processed frame
+            wait_until(lambda: re.search(rf"\| *[1-9]\d*/{frames} \[", log.read_text()), process)
+            process.send_signal(signal.SIGTERM)  # as timeout, systemd, docker and Slurm stop a process
+            process.wait(timeout=120)
+        finally:
+            process.kill()
+    err = log.read_text()
+    assert process.returncode == 143, err
+    assert "interrupted (SIGTERM)" in err and "Traceback" not in err
+    saved = metrics(out / "long")
+    assert saved["complete"] is False and saved["notes"]["status"] == "interrupted (SIGTERM)"
+    assert "INCOMPLETE" in (out / "long" / "report.html").read_text()
+    stamps = [frame["stamp_ns"] for frame in saved["frames"]]
+    assert 1 <= len(stamps) < frames
+    recorded = bag_messages(out / "long" / "depth_bag")  # closed: metadata.yaml written, the reader opens it
+    assert {topic: [t for t, _ in messages] for topic, messages in recorded.items()} == dict.fromkeys(OUTPUTS, stamps)
 
 
 def test_a_stop_request_and_ctrl_c_while_writing(bags, tmp_path, monkeypatch):

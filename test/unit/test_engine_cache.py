@@ -1,6 +1,8 @@
 """The TensorRT engine cache (inference/backends/engine_cache.py) with real files and stand-in build /
 deserialize functions: keys, invalidation, corrupt files, force, atomic writes, logs."""
 import json
+import os
+import stat
 from dataclasses import replace
 
 import pytest
@@ -180,6 +182,19 @@ def test_a_new_engine_that_does_not_deserialize_is_an_error(tmp_path, onnx):
     rec = Recorder(payload=b"garbage")
     with pytest.raises(RuntimeError, match="just built does not deserialize"):
         EngineCache(tmp_path, rec.log).load_or_build("e", key_for(onnx), rec.build, rec.deserialize)
+
+
+def test_cache_files_and_folder_are_readable_by_other_users(tmp_path, onnx):
+    rec = Recorder()
+    cache = EngineCache(tmp_path / "shared" / "engines", rec.log)
+    umask = os.umask(0o077)  # a private umask: the cache is made readable all the same
+    try:
+        cache.load_or_build("dit_step.fp16", key_for(onnx), rec.build, rec.deserialize)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(cache.folder.stat().st_mode) == 0o755
+    for path in cache.paths("dit_step.fp16"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
 
 
 def test_write_atomic_cleans_up_on_failure(tmp_path, monkeypatch):

@@ -1,13 +1,17 @@
-"""ppd-infer end to end with small random-weight checkpoints in the official formats."""
+"""ppd-infer (and ppd-infer-video's checks) end to end with small random-weight checkpoints in the official formats."""
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
+from checkpoint_files import tiny_video_models, write_ppd_checkpoint, write_video_checkpoints
 
 from pixel_perfect_ros.evaluation.depth_io import from_png16, to_png16
+from pixel_perfect_ros.tools import infer, infer_video
 from pixel_perfect_ros.tools.infer import build_parser, main, unique_stems
 
 
@@ -20,6 +24,24 @@ def images(tmp_path):
     cv2.imwrite(str(folder / "b.jpg"), rng.integers(0, 256, (40, 30, 3), dtype=np.uint8))
     (folder / "notes.txt").write_text("not an image, not picked up")
     return folder
+
+
+@pytest.fixture()
+def no_model_loading(monkeypatch):
+    """ppd-infer's model loading replaced by a test failure: the error must be found before it."""
+    def load_model(request):
+        pytest.fail(f"the model was loaded for {request}")
+    monkeypatch.setattr(infer, "load_model", load_model)
+
+
+@pytest.fixture(scope="module")
+def nan_checkpoint(tmp_path_factory) -> Path:
+    """A tiny ppd.pth in the official format with every weight NaN: its depth is NaN everywhere."""
+    path = tmp_path_factory.mktemp("nan") / "ppd.pth"
+    state = write_ppd_checkpoint(path)
+    torch.save({key: value.fill_(float("nan")) if value.is_floating_point() else value
+                for key, value in state.items()}, path)
+    return path
 
 
 def run(tiny_checkpoints, inputs, out, *extra, variant=("ppd", "da2", "da2")):
@@ -74,7 +96,92 @@ def test_unreadable_image_is_skipped_and_reported(tiny_checkpoints, images, tmp_
     assert "broken.png: not a readable image" in err and "wrote 2 of 3" in err
 
 
-def test_missing_checkpoint_says_what_to_download(images, tmp_path, capsys):
+def test_a_model_without_valid_depth_fails_and_writes_nothing(nan_checkpoint, tiny_checkpoints, images, tmp_path,
+                                                              capsys):
+    out = tmp_path / "o"
+    assert main([str(images / "a.png"), "--checkpoint", str(nan_checkpoint), "--semantics",
+                 str(tiny_checkpoints["da2"]), "--out", str(out), "--target-area", str(64 * 48), "--steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "skipped " + str(images / "a.png") + ": the model produced almost no valid depth (0.0 % of the pixels" in err
+    assert "wrote 0 of 1 depth maps" in err
+    assert list(out.iterdir()) == []  # no NaN file to be taken for a result
+
+
+def test_a_video_model_without_valid_depth_writes_the_clip_and_fails(images, tmp_path, capsys):
+    dit, pi3 = tiny_video_models()
+    with torch.no_grad():
+        for parameter in dit.parameters():
+            parameter.fill_(float("nan"))
+    ppvd, semantics = write_video_checkpoints(tmp_path, (dit, pi3))
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(frames / f"{i}.png"), cv2.imread(str(images / "a.png")))
+    out = tmp_path / "o"
+    assert infer_video.main([str(frames), "--checkpoint", str(ppvd), "--semantics", str(semantics), "--out", str(out),
+                             "--steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "2 of 2 frames failed (the first, frame 0: the model produced almost no valid depth" in err
+    assert np.isnan(np.load(out / "frames_depth.npz")["depth"]).all()  # the clip, written as predicted
+
+
+def test_ppd_infer_video_checks_the_device_before_loading(images, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(infer_video, "load_model", lambda request: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without CUDA
+    with pytest.raises(SystemExit) as exit_info:
+        infer_video.main([str(images), "--checkpoint", "c.pth", "--semantics", "s.pth", "--out", str(tmp_path),
+                          "--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == ("ppd-infer-video: error: argument --device: device 'cuda' "
+                                                        "requested but CUDA is not available to torch")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--target-area", "5"], "argument --target-area: expected a processing area of at least 256 pixels, got 5"),
+    (["--device", "cuda"], "argument --device: device 'cuda' requested but CUDA is not available to torch"),
+    (["--device", "gpu0"], "argument --device: device 'gpu0' is not a torch device (cpu, cuda, cuda:1, ...)"),
+    (["--threads", "-1"], "argument --threads: expected a non-negative integer, got -1"),
+])
+def test_bad_arguments_are_one_line_before_the_model_loads(no_model_loading, images, tmp_path, monkeypatch, capsys,
+                                                          arguments, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without CUDA
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(images), "--out", str(tmp_path / "o"), *arguments])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == f"ppd-infer: error: {message}"
+
+
+@pytest.mark.parametrize("case, message", [("missing input", "input not found"), ("empty folder", "no images (.bmp"),
+                                           ("output is a file", "File exists")])
+def test_bad_paths_are_one_line_before_the_model_loads(no_model_loading, images, tmp_path, capsys, case, message):
+    inputs, out = {"missing input": (tmp_path / "absent.png", tmp_path / "o"),
+                   "empty folder": (tmp_path / "empty", tmp_path / "o"),
+                   "output is a file": (images, images / "notes.txt")}[case]
+    (tmp_path / "empty").mkdir()
+    assert main([str(inputs), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("ppd-infer: ") and message in err and "Traceback" not in err
+
+
+def test_threads_apply_to_the_run_and_are_restored(images, tmp_path, monkeypatch):
+    load_model, seen = infer.load_model, []
+
+    def counting_threads(request):
+        loaded = load_model(request)
+        return replace(loaded, model=lambda rgb: seen.append(torch.get_num_threads()) or loaded.model(rgb))
+    monkeypatch.setattr(infer, "load_model", counting_threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([str(images / "a.png"), "--out", str(tmp_path / "o"), "--steps", "1", "--threads", "2"]) == 0
+        assert seen == [2] and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert build_parser().parse_args(["a.png", "--out", "o"]).threads == 1  # the default: see docs/offline.md
+
+
+def test_missing_checkpoint_says_what_to_download(no_model_loading, images, tmp_path, capsys):
     code = main([str(images), "--checkpoint", str(tmp_path / "ckpt" / "ppd.pth"),
                  "--semantics", str(tmp_path / "ckpt" / "depth_anything_v2_vitl.pth"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
@@ -99,14 +206,6 @@ def test_checkpoint_without_semantics_is_refused(images, tmp_path, capsys):
 def test_wrong_checkpoint_is_a_clear_error(tiny_checkpoints, images, tmp_path, capsys):
     assert run(tiny_checkpoints, [images], tmp_path / "o", variant=("da2", "da2", "da2")) == 2
     assert "not a PPD checkpoint" in capsys.readouterr().err
-
-
-def test_missing_input_and_empty_folder(tiny_checkpoints, tmp_path, capsys):
-    assert run(tiny_checkpoints, [tmp_path / "absent.png"], tmp_path / "o") == 2
-    assert "input not found" in capsys.readouterr().err
-    (tmp_path / "empty").mkdir()
-    assert run(tiny_checkpoints, [tmp_path / "empty"], tmp_path / "o") == 2
-    assert "no images" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", [["--steps", "0"], ["--target-area", "x"], ["--semantics-type", "dino"],

@@ -1,4 +1,7 @@
 """ONNX export (dynamo, dynamic N/H/W) of the DiT step and the encoders, checked in ONNX Runtime; ppd-export."""
+import os
+import stat
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -76,8 +79,15 @@ def test_moge2_encoder_matches_torch_at_two_resolutions(bundled_model, bundled_g
 def test_da2_encoder_matches_torch_at_two_resolutions(tiny_checkpoints, tmp_path, monkeypatch):
     encoder = load_semantics_encoder(tiny_checkpoints["da2"], "da2").eval()
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 1 << 20)  # as a > 2 GB model: weights beside
-    run = session(export_encoder(encoder, tmp_path / "da2.onnx", max_height=608, max_width=608))
-    assert (tmp_path / "da2.onnx.data").stat().st_size > 1 << 20 and (tmp_path / "da2.onnx").stat().st_size < 1 << 20
+    folder = tmp_path / "graphs"
+    umask = os.umask(0o077)  # a private umask: the graphs are made readable by other users all the same
+    try:
+        run = session(export_encoder(encoder, folder / "da2.onnx", max_height=608, max_width=608))
+    finally:
+        os.umask(umask)
+    assert (folder / "da2.onnx.data").stat().st_size > 1 << 20 and (folder / "da2.onnx").stat().st_size < 1 << 20
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (folder / "da2.onnx", folder / "da2.onnx.data")] == [0o644] * 2
     for height, width in SIZES + [(592, 592)]:  # 592 px: DINOv2's native 37 x 37 grid, used unresized
         image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(width))
         with torch.inference_mode():
@@ -155,6 +165,10 @@ def test_ppd_export_cli_table_and_exit_codes(bundled_graphs, tmp_path, capsys):
     assert export_cli.main(["--out", str(tmp_path), "--checkpoint", str(tmp_path / "missing.pth"),
                             "--semantics", str(tmp_path / "missing.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as error:
-        export_cli.main(["--out", str(tmp_path), "--check-sizes", "60x48"])
-    assert error.value.code == 2
+    (tmp_path / "a_file").write_text("")
+    assert export_cli.main(["--out", str(tmp_path / "a_file")]) == 2  # before the model loads
+    assert "File exists" in capsys.readouterr().err
+    for bad in (["--check-sizes", "60x48"], ["--tolerance", "nan"], ["--threads", "-1"]):
+        with pytest.raises(SystemExit) as error:
+            export_cli.main(["--out", str(tmp_path), *bad])
+        assert error.value.code == 2

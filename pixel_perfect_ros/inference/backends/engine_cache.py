@@ -12,7 +12,9 @@ A stored engine is used only when its key equals the current one. Otherwise (a n
 TensorRT version or GPU, another precision or shape range), or when the file cannot be deserialized
 ("Version tag does not match"), or when ``force`` is set, it is rebuilt, with a log line saying why;
 never a crash. Writes are atomic (temporary file, fsync, ``os.replace``): a failed or interrupted build
-leaves the previous entry as it was and no partial file.
+leaves the previous entry as it was and no partial file. Files are 0644 and a folder created here 0755
+whatever the umask (``commit_file``, ``make_cache_folder``; also for ``onnx_export``'s graphs): a node run
+as another user reads the cache.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from typing import Callable, Iterable, TypeVar
 
 T = TypeVar("T")
 Log = Callable[[str], None]
+FILE_MODE, FOLDER_MODE = 0o644, 0o755
+"""Modes of cache files and of the cache folder: readable by other users' processes."""
 
 
 @dataclass(frozen=True)
@@ -129,8 +133,24 @@ def engine_key(onnx_path: str | Path, trt_version: str, gpu_name: str, compute_c
                      precision, str(profile))
 
 
+def make_cache_folder(folder: str | Path) -> Path:
+    """``folder``, created with its parents if missing (the folder itself ``FOLDER_MODE`` whatever the umask)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, FOLDER_MODE)
+    return folder
+
+
+def commit_file(temp: str | Path, path: str | Path) -> None:
+    """Give the finished temporary file ``temp`` ``FILE_MODE`` (mkstemp makes it 0600) and rename it to ``path``."""
+    os.chmod(temp, FILE_MODE)
+    os.replace(temp, path)
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+    """Write ``data`` to ``path`` (``FILE_MODE``) so that readers see the old file or the whole new one, never
+    a part."""
     path = Path(path)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -138,7 +158,7 @@ def write_atomic(path: str | Path, data: bytes) -> None:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temp, path)
+        commit_file(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
@@ -231,7 +251,7 @@ class EngineCache:
             else:
                 self.log(f"TensorRT engine {name}: {reason}; rebuilding")
         data = self._build(name, key, build)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_cache_folder(self.folder)
         key_path.unlink(missing_ok=True)  # engine and key never disagree: no key file until both are written
         write_atomic(engine_path, data)
         write_atomic(key_path, json.dumps(
