@@ -110,8 +110,10 @@ def _replay(frames: Iterable[BagFrame], total: int, out: Path, options: ReplayOp
     node = None
     try:
         if node_parameters is not None:
-            parameters = {"use_compressed": compressed, **({"use_sim_time": True} if options.clock else {}),
-                          **node_parameters}
+            # Not lazy (unless asked): a lazy node skips a frame that arrives before it has matched the
+            # recorder's output subscriptions, which discovery does not order with the recorder's own match.
+            parameters = {"use_compressed": compressed, "lazy": False,
+                          **({"use_sim_time": True} if options.clock else {}), **node_parameters}
             print(f"[1/3] starting depth_node: {' '.join(parameter_text(*item) for item in parameters.items())}",
                   flush=True)
             node = NodeProcess(node_command(parameters, options.namespace))

@@ -26,7 +26,7 @@ SOURCE_TOPICS = CameraTopics(image="/camera/image", camera_info="/camera/camera_
                              pose="/camera/pose")
 """The topics ``synthetic_camera_bag`` writes."""
 NODE_PARAMETERS = {"depth_mode": "sparse_topic", "input_reliability": "reliable",
-                   "output_resolution": "input", "publish_points": True, "points_xyzrgb": True, "lazy": True}
+                   "output_resolution": "input", "publish_points": True, "points_xyzrgb": True}
 TIMEOUT_S = 120.0
 """Longest wait for the node to start (official files load slowly on a CPU) and for a frame's outputs, s."""
 

@@ -111,7 +111,7 @@ def test_node_parameters_pass_the_official_files_through():
     parser = demo.build_parser()
     bundled = demo.node_parameters(parser.parse_args(["--out", "x"]))
     assert "checkpoint" not in bundled and "target_area" not in bundled
-    assert {"depth_mode": "sparse_topic", "points_xyzrgb": True, "lazy": True,
+    assert {"depth_mode": "sparse_topic", "points_xyzrgb": True,
             "input_reliability": "reliable"}.items() <= bundled.items()
     official = demo.node_parameters(parser.parse_args([
         "--out", "x", "--checkpoint", "/c/ppd_moge.pth", "--semantics", "/c/moge2.pt", "--semantics-type", "moge2",
