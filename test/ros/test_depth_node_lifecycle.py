@@ -179,3 +179,11 @@ def test_stopping_interrupts_the_frame_in_flight_and_publishes_nothing_for_it(ro
     assert not node._worker._thread.is_alive()  # ended, not left running past the node
     assert model.ticker.calls < model.total and node._worker.failed == 1
     assert probe.count("depth/status") == 0
+
+
+def test_torch_threads_sets_torch_s_thread_pool(ros, tiny_checkpoints):
+    torch.set_num_threads(2)  # restored after the test (conftest)
+    start(ros, tiny_checkpoints, "depth/image")  # torch_threads: 1 by default
+    assert torch.get_num_threads() == 1
+    start(ros, tiny_checkpoints, "depth/image", torch_threads=0)  # 0: left as it is
+    assert torch.get_num_threads() == 1
