@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..model.dit_video import VIDEO_SEMANTICS_DIM, VideoDiT
+from ..model.dit_video import VideoDiT
 from ..model.pi3 import Pi3Semantics
 from .checkpoints import load_pi3_semantics, load_ppvd_dit
 from .sampling import EulerSteps, autocast, check_dtype, sample_depth, seeded_noise
@@ -57,15 +57,15 @@ class PixelPerfectVideoDepth(EulerSteps):
         bgr_quirk: feed B,G,R channel order as the official pipeline does (keep True for official weights).
 
     Raises:
-        ValueError: for an unknown ``dtype`` or a Pi3 whose token width is not the DiT's 2048.
+        ValueError: for an unknown ``dtype`` or a Pi3 whose token width is not the DiT's ``semantics_dim``.
     """
 
     def __init__(self, dit: VideoDiT, semantics: Pi3Semantics, steps: int = 4, seed: int | None = 0,
                  device: str | torch.device = "cpu", dtype: str = "fp32", bgr_quirk: bool = True):
         check_dtype(dtype)
-        if semantics.out_dim != VIDEO_SEMANTICS_DIM:
+        if semantics.out_dim != dit.semantics_dim:
             raise ValueError(f"the Pi3 encoder gives {semantics.out_dim}-d tokens; the video DiT takes "
-                             f"{VIDEO_SEMANTICS_DIM}-d ones (Pi3 with a 1024-wide decoder)")
+                             f"{dit.semantics_dim}-d ones (official: 2048, Pi3 with a 1024-wide decoder)")
         self.steps = steps
         self.seed = seed
         self.device = torch.device(device)

@@ -92,11 +92,12 @@ class VideoDiT(nn.Module):
         num_heads: attention heads.
         patch_size: fine (output) patch p in px; the input patch embed uses 2p.
         mlp_ratio: MLP hidden width / D.
+        semantics_dim: Pi3 token width (2 x the Pi3 decoder width; 2048 official).
     """
 
     def __init__(self, input_size: int = 512, in_channels: int = 4, out_channels: int = 1,
                  hidden_size: int = 1024, depth: int = 24, num_heads: int = 16, patch_size: int = 8,
-                 mlp_ratio: float = 4.0):
+                 mlp_ratio: float = 4.0, semantics_dim: int = VIDEO_SEMANTICS_DIM):
         super().__init__()
         if depth != VIDEO_DEPTH:
             raise ValueError(f"depth must be {VIDEO_DEPTH} (the temporal and reference-token block "
@@ -109,6 +110,7 @@ class VideoDiT(nn.Module):
                              f"with a fine grid divisible by {REFERENCE_POOL}")
         self.input_size = input_size
         self.in_channels = in_channels
+        self.semantics_dim = semantics_dim
         self.patch_size = patch_size
         self.grid_size = input_size // (2 * patch_size)  # coarse tokens per side
         self.split_after = depth // 2 - 1  # index of the last coarse block
@@ -123,7 +125,7 @@ class VideoDiT(nn.Module):
         self.temporal_blocks = nn.ModuleList(
             [DiTBlock(hidden_size, num_heads, mlp_ratio)
              for _ in range(TEMPORAL_FROM_BLOCK, depth)])
-        self.proj_fusion = SemanticsFusion(hidden_size, VIDEO_SEMANTICS_DIM)
+        self.proj_fusion = SemanticsFusion(hidden_size, semantics_dim)
         self.final_layer = FinalLayer(hidden_size, patch_size, out_channels)
         self.initialize_weights()
 
@@ -142,9 +144,9 @@ class VideoDiT(nn.Module):
         if x.shape[0] < min_frames:
             raise ValueError(f"the video DiT needs at least {min_frames} frames here (reference frames "
                              f"{REFERENCE_FRAMES} in the window), got {x.shape[0]}")
-        expected = (x.shape[0], self.grid_size ** 2, VIDEO_SEMANTICS_DIM)
+        expected = (x.shape[0], self.grid_size ** 2, self.semantics_dim)
         if tuple(semantics.shape) != expected:
-            raise ValueError(f"semantics must be (N, {self.grid_size ** 2}, {VIDEO_SEMANTICS_DIM}) "
+            raise ValueError(f"semantics must be (N, {self.grid_size ** 2}, {self.semantics_dim}) "
                              f"= {expected}, got {tuple(semantics.shape)}")
 
     def forward(self, x: torch.Tensor, semantics: torch.Tensor,
@@ -268,6 +270,8 @@ class ReferenceTokens:
 def video_dit_config_from_state_dict(state_dict) -> dict:
     """Constructor kwargs of `VideoDiT` implied by a DiT_Video state dict (keys without prefix).
 
+    The semantics width is the fusion's input width minus the hidden size (2048 for the official file).
+
     Raises:
         ValueError: a key needed to read the config is missing, or the shapes are inconsistent.
     """
@@ -277,4 +281,7 @@ def video_dit_config_from_state_dict(state_dict) -> dict:
     grid_size = math.isqrt(state_dict["pos_embed"].shape[1])
     if grid_size ** 2 != state_dict["pos_embed"].shape[1]:
         raise ValueError(f"pos_embed {tuple(state_dict['pos_embed'].shape)} is not a square grid")
-    return {"input_size": grid_size * 2 * config["patch_size"], **config}
+    if "proj_fusion.0.weight" not in state_dict:
+        raise ValueError("not a DiT_Video state dict (without prefix): missing key proj_fusion.0.weight")
+    semantics_dim = state_dict["proj_fusion.0.weight"].shape[1] - config["hidden_size"]
+    return {"input_size": grid_size * 2 * config["patch_size"], **config, "semantics_dim": semantics_dim}

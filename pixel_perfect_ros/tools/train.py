@@ -1,4 +1,5 @@
-"""``ppd-train``: train the tiny bundled model (``training/train.py``) and write its files and report."""
+"""``ppd-train``: train the tiny bundled model (``training/train.py``), or with ``--video`` the tiny PPVD
+(``training/video_train.py``), and write its files and report."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,10 @@ from ..training.train import (BASELINE_FILE, PPD_FILE, REPORT_FILE, SEMANTICS_FI
                               BaselineTrainConfig, PPDTrainConfig, StepLog, check_dataset, load_baseline,
                               round_weights_, save_baseline, save_ppd_checkpoint, save_semantics_checkpoint,
                               train_baseline, train_ppd)
+from ..training.resumable import LoopConfig
+from ..training.video_semantics import Pi3TrainConfig
+from ..training.video_train import (VIDEO_REPORT_FILE, VideoDiTTrainConfig, VideoRun, export_best,
+                                    run_video_training)
 from .cli import image_size, non_negative_int, positive_int
 
 
@@ -25,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--data", type=Path, help=".npz with rgb (N,H,W,3) uint8 and depth (N,H,W) float metres, NaN invalid")
     data.add_argument("--synthetic", type=positive_int, metavar="N", help="render N synthetic scenes")
+    data.add_argument("--video", type=positive_int, metavar="N",
+                      help="train the tiny PPVD (pi3.safetensors + ppvd.pth) on N synthetic clips, seeds 0..N-1")
     parser.add_argument("--size", type=image_size, default=(96, 128), metavar="WxH",
                         help="synthetic image size, multiples of 16 (default: 128x96)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
@@ -41,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--semantics-from", type=Path, metavar="DIR",
                         help="reuse the baseline and semantics encoder of a previous run's folder (PPD only)")
     parser.add_argument("--log-every", type=positive_int, default=50, help="print every this many steps")
+    video = parser.add_argument_group("video (--video)")
+    video.add_argument("--clip-frames", type=positive_int, default=24, help="frames per synthetic clip")
+    video.add_argument("--input-size", type=positive_int, default=VideoDiTTrainConfig.input_size,
+                       help="the VideoDiT's square frame side, px (default: 64)")
+    video.add_argument("--cache", type=Path, help="clip cache folder (default: OUT/clips)")
+    video.add_argument("--pi3-steps", type=positive_int, default=Pi3TrainConfig.steps)
+    video.add_argument("--video-steps", type=positive_int, default=VideoDiTTrainConfig.steps,
+                       help="VideoDiT steps in all; the last --finetune-steps add the gradient loss")
+    video.add_argument("--export-best", action="store_true",
+                       help="only write pi3.safetensors and ppvd.pth from OUT's best validated weights so far")
     return parser
 
 
@@ -76,6 +93,8 @@ class _Printer:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.video is not None:
+        return video_main(args)
     if args.finetune_steps > args.ppd_steps:
         raise SystemExit(f"--finetune-steps {args.finetune_steps} exceeds --ppd-steps {args.ppd_steps}")
     rgb, depth, source = load_data(args)
@@ -117,6 +136,25 @@ def main(argv: list[str] | None = None) -> int:
     }
     (args.out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}/{{{PPD_FILE},{SEMANTICS_FILE},{BASELINE_FILE},{REPORT_FILE}}} in {total_s:.0f}s")
+    return 0
+
+
+def video_main(args: argparse.Namespace) -> int:
+    """``--video``: both PPVD stages (resuming from OUT), or ``--export-best``; writes train_video.json."""
+    if args.finetune_steps > args.video_steps:
+        raise SystemExit(f"--finetune-steps {args.finetune_steps} exceeds --video-steps {args.video_steps}")
+    height, width = args.size
+    run = VideoRun(out=args.out, cache=args.cache or args.out / "clips", clips=args.video,
+                   clip_frames=args.clip_frames, height=height, width=width, seed=args.seed,
+                   dtype=STORAGE_DTYPES[args.dtype],
+                   pi3=Pi3TrainConfig(steps=args.pi3_steps),
+                   dit=VideoDiTTrainConfig(input_size=args.input_size, steps=args.video_steps,
+                                           finetune_steps=args.finetune_steps),
+                   loop=LoopConfig(log_every=args.log_every, validate_every=5 * args.log_every,
+                                   save_every=5 * args.log_every))
+    report = export_best(run) if args.export_best else run_video_training(run)
+    (args.out / VIDEO_REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(json.dumps(report, default=str))
     return 0
 
 
