@@ -1,4 +1,5 @@
-# Two entry points: `make demo` (the main job) and `make test` (the test suite).
+# Two entry points: `make demo` (the main job; `make demo MODE=both`: image and video mode side by side) and
+# `make test` (the test suite).
 # Each creates the virtual environment $(VENV) with $(PYTHON) and installs what it needs from this
 # repository's files. Other Pythons (3.10 to 3.12): `make test PYTHON=python3.12` (venv .venv-python3.12).
 SHELL := bash
@@ -12,6 +13,7 @@ STAMP := $(VENV)/.installed
 INTERFACES_STAMP := $(VENV)/.interfaces
 CHECKPOINTS ?= checkpoints
 DEMO_OUT ?= demo_out
+MODE ?= image
 PIP := $(PY) -m pip --disable-pip-version-check
 # The generated Python interfaces go to their own folder, put on sys.path by a .pth that sorts after
 # the editable install's, so that the source package stays `pixel_perfect_ros` and its __init__
@@ -72,16 +74,18 @@ smoke: venv
 	$(call stage,smoke tests done)
 
 # A synthetic camera bag through depth_node over DDS, recorded and scored: $(DEMO_OUT)/report/.
-# The official checkpoints when they are in $(CHECKPOINTS)/ (8 frames at 256x192 processing size: about
-# 12 s a frame on 2 CPU cores), else the bundled synthetic-world model.
+# MODE=image (default): the official checkpoints when they are in $(CHECKPOINTS)/ (8 frames at 256x192
+# processing size: about 12 s a frame on 2 CPU cores), else the bundled synthetic-world model.
+# MODE=video: the node in video mode; MODE=both: image, then video mode on the same bag, side by side in
+# one report; both on the bundled models (the official PPVD at 512x512 is too slow for a CPU demo).
 demo: venv
-	$(call stage,demo)
-	@if [ -f $(CHECKPOINTS)/ppd.pth ] && [ -f $(CHECKPOINTS)/depth_anything_v2_vitl.pth ]; then \
+	$(call stage,demo ($(MODE) mode))
+	@if [ "$(MODE)" = image ] && [ -f $(CHECKPOINTS)/ppd.pth ] && [ -f $(CHECKPOINTS)/depth_anything_v2_vitl.pth ]; then \
 		set -x; $(VENV)/bin/ppd-demo --out $(DEMO_OUT) --checkpoint $(CHECKPOINTS)/ppd.pth \
 			--semantics $(CHECKPOINTS)/depth_anything_v2_vitl.pth --semantics-type da2 \
 			--frames 8 --target-area 49152; \
 	else \
-		set -x; $(VENV)/bin/ppd-demo --out $(DEMO_OUT); \
+		set -x; $(VENV)/bin/ppd-demo --out $(DEMO_OUT) --mode $(MODE); \
 	fi
 	$(call stage,demo done: $(DEMO_OUT)/report/report.html)
 

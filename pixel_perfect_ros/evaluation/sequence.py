@@ -3,9 +3,10 @@
 :class:`Evaluation` scores each frame with both alignment protocols (the official RANSAC in
 ``log(1 + d)``; least squares in disparity), without alignment when the depth is metric, and with the
 edge-aware chamfer distance; over the sequence it adds the temporal alignment error (when poses are
-given) and writes ``metrics.json``, ``frames.csv`` and a self-contained ``report.html``.
-:func:`write_aggregate_report` joins several sequences' summaries into one report. Used by
-``ppd-bag-eval`` and ``ppd-bag-replay``.
+given) and the flicker and writes ``metrics.json``, ``frames.csv`` and a self-contained ``report.html``.
+:func:`write_aggregate_report` joins several sequences' summaries into one report;
+:func:`write_comparison_report` sets several runs over the same sequence side by side (``ppd-demo --mode
+both``: the node's image and video modes). Used by ``ppd-bag-eval``, ``ppd-bag-replay`` and ``ppd-demo``.
 
 Depth is metres along the optical axis of the camera optical frame; NaN = invalid.
 """
@@ -31,6 +32,7 @@ from ..geometry.metrics import (
     aligned_metrics,
     depth_metrics,
     edge_aware_chamfer,
+    flicker,
     temporal_alignment_error,
 )
 from ..geometry.projection import back_project, scale_intrinsics
@@ -51,6 +53,8 @@ HEADLINE_KEYS = ("abs_rel", "delta_1")
 """Per-protocol metrics in the headline tables."""
 FRAME_FIELDS = ("stamp_ns", "time_s", "scored", "is_metric")
 """Per-frame entries that are not metrics."""
+TEMPORAL_KEYS = ("tae", "tae_metric", "flicker", "flicker_metric")
+"""The temporal measures of a summary's ``"tae"`` entry."""
 
 
 @dataclass
@@ -187,9 +191,11 @@ class Evaluation:
             ``{"title", "frames": {"total", "scored", "unscored", "metric"}, "headline": protocol,
             "metrics": {name: {"mean", "median", "count"}}`` (NaN-ignoring, over the frames that have the
             metric: scored frames for scores, all frames for timings) ``, "tae": {"tae", "tae_metric",
-            "frames"} or None}`` (TAE: fraction, as Video Depth Anything's script, on the frames with GT
-            and poses at the panel resolution; ``tae`` after one least-squares disparity alignment of the
-            whole clip, ``tae_metric`` of the metric depth as published when every such frame is metric).
+            "flicker", "flicker_metric", "frames"} or None}`` (the temporal measures, fractions, on the
+            frames with GT and poses at the panel resolution: TAE as Video Depth Anything's script, and
+            ``geometry.metrics.flicker``; ``tae`` and ``flicker`` after one least-squares disparity
+            alignment of the whole clip, ``*_metric`` of the metric depth as published when every such
+            frame is metric).
         """
         names = [key for frame in self.frames for key in frame if key not in FRAME_FIELDS]
         metrics = {}
@@ -218,6 +224,7 @@ class Evaluation:
         metric = all(self.frames[p.index]["is_metric"] for p in panels)
         return {"tae": temporal_alignment_error(clip_aligned, poses, K, masks),
                 "tae_metric": temporal_alignment_error(depth, poses, K, masks) if metric else math.nan,
+                "flicker": flicker(clip_aligned, gt), "flicker_metric": flicker(depth, gt) if metric else math.nan,
                 "frames": len(panels)}
 
     # ----------------------------------------------------------------------------------------------
@@ -335,7 +342,8 @@ class Evaluation:
 
 def aggregate_summaries(summaries: list[dict]) -> dict:
     """One summary over several: frame counts summed, each metric's mean weighted by its frame count
-    (the mean over all frames), TAE weighted by its frames; medians are not combined (NaN).
+    (the mean over all frames), the temporal measures (TAE, flicker) weighted by their frames; medians are
+    not combined (NaN).
 
     Args:
         summaries: ``Evaluation.summary()`` dicts.
@@ -352,7 +360,7 @@ def aggregate_summaries(summaries: list[dict]) -> dict:
     tae = None
     if taes:
         total = sum(t["frames"] for t in taes)
-        tae = {key: sum(t[key] * t["frames"] for t in taes) / total for key in ("tae", "tae_metric")}
+        tae = {key: sum(t[key] * t["frames"] for t in taes) / total for key in TEMPORAL_KEYS}
         tae["frames"] = total
     headline = "none" if summaries and all(s["headline"] == "none" for s in summaries) else "ransac_log"
     return {"title": "all bags", "frames": frames, "headline": headline, "metrics": metrics, "tae": tae}
@@ -418,11 +426,98 @@ def _bags_figure(bags: list[dict]) -> Figure:
 
 
 # --------------------------------------------------------------------------------------------------
+# One sequence, several runs
+# --------------------------------------------------------------------------------------------------
+
+def comparison_rows(summaries: dict[str, dict]) -> list[tuple]:
+    """A row per quantity and a column per run: scored frames, the ``headline_rows`` (AbsRel, delta1 and
+    edge-aware chamfer per protocol, then the temporal rows: TAE and flicker, and any measure added there),
+    the mean time per frame in the node; '' where a run lacks a quantity.
+
+    Args:
+        summaries: per run name, its ``Evaluation.summary()``.
+    """
+    cells: dict[str, dict[str, object]] = {}
+    for run, summary in summaries.items():
+        values: dict[str, object] = {"frames scored": summary["frames"]["scored"]}
+        for name, value, delta_1, chamfer_m in headline_rows(summary):
+            if delta_1 == "":  # a temporal row: one value
+                values[name] = value
+                continue
+            values.update({f"{name} AbsRel": value, f"{name} delta1": delta_1})
+            if chamfer_m != "":
+                values[f"{name} edge-aware chamfer (m)"] = chamfer_m
+        if "total_ms" in summary["metrics"]:
+            values["time per frame (mean ms)"] = summary["metrics"]["total_ms"]["mean"]
+        for name, value in values.items():
+            cells.setdefault(name, {})[run] = value
+    return [(name, *(row.get(run, "") for run in summaries)) for name, row in cells.items()]
+
+
+def write_comparison_report(out_dir: Path, title: str, runs: dict[str, Path]) -> dict[str, dict]:
+    """One report of several runs over the same sequence, side by side (a column per run).
+
+    Reads each run's ``metrics.json`` (``Evaluation.write``) and writes ``out_dir/report.html``: the notes the
+    runs share, the ``comparison_rows`` table, the headline AbsRel and the time per frame over time, the
+    runs' other notes side by side, a link to each run's own report; and, last and atomically,
+    ``out_dir/metrics.json``: ``{"complete", "notes" (the shared ones), "runs": {name: summary}}``.
+
+    Args:
+        out_dir: folder, created if missing.
+        title: the report's title.
+        runs: per run name, its report folder (``metrics.json``, ``report.html``).
+
+    Returns:
+        The summary per run.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {name: json.loads((folder / "metrics.json").read_text()) for name, folder in runs.items()}
+    summaries = {name: _summary_from_json(result["summary"]) for name, result in results.items()}
+    complete = all(result["complete"] for result in results.values())
+    run_notes = {key: [result["notes"].get(key, "") for result in results.values()]
+                 for key in dict.fromkeys(key for result in results.values() for key in result["notes"])}
+    shared = {key: values[0] for key, values in run_notes.items() if len(set(values)) == 1}
+    links = [f'<a href="{html.escape(os.path.relpath(folder / "report.html", out_dir))}">{html.escape(name)}</a>'
+             for name, folder in runs.items()]
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if not complete:
+        parts.append('<p class="banner">INCOMPLETE: a run stopped early (see its report).</p>')
+    parts += [_table(("run", ""), list(shared.items())), "<h2>Side by side</h2>",
+              _table(("mean over frames", *runs), comparison_rows(summaries)),
+              _img(_figure_png(_runs_figure(results))), "<h2>Runs</h2>",
+              _table(("", *runs), [(key, *values) for key, values in run_notes.items() if key not in shared]),
+              f"<p>Full reports: {' | '.join(links)}</p>", DEFINITIONS]
+    (out_dir / "report.html").write_text(_page(title, parts))
+    write_json_atomic(out_dir / "metrics.json", {"complete": complete, "notes": shared, "runs": summaries})
+    return summaries
+
+
+def _runs_figure(results: dict[str, dict]) -> Figure:
+    """Per run (its ``metrics.json``): its headline AbsRel and its time per frame over time."""
+    from matplotlib.figure import Figure  # matplotlib is imported only when a report is drawn
+
+    figure = Figure(figsize=(11, 3.5), layout="constrained")
+    accuracy, timing = figure.subplots(1, 2)
+    for name, result in results.items():
+        frames, headline = result["frames"], result["summary"]["headline"]
+        times = _column(frames, "time_s")
+        accuracy.plot(times, _column(frames, f"{headline}.abs_rel"), ".-", label=f"{name} ({headline})")
+        timing.plot(times, _column(frames, "total_ms"), ".-", label=name)
+    for ax, title in ((accuracy, "AbsRel (lower is better)"), (timing, "time per frame in the node (ms)")):
+        ax.set(title=title, xlabel="time (s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return figure
+
+
+# --------------------------------------------------------------------------------------------------
 # Tables and HTML
 # --------------------------------------------------------------------------------------------------
 
 def headline_rows(summary: dict) -> list[tuple]:
-    """(protocol, mean AbsRel, mean delta1, mean chamfer m) per protocol present in a summary, then TAE rows."""
+    """(protocol, mean AbsRel, mean delta1, mean chamfer m) per protocol present in a summary, then the temporal
+    rows (name, value, '', ''): TAE and flicker of the clip-aligned depth, and of the metric depth when there is."""
     metrics = summary["metrics"]
     chamfer = {"ransac_log": "chamfer_ransac_m", "none": "chamfer_metric_m"}
     rows = []
@@ -430,10 +525,12 @@ def headline_rows(summary: dict) -> list[tuple]:
         if f"{protocol}.abs_rel" in metrics:
             rows.append((protocol, *(metrics[f"{protocol}.{key}"]["mean"] for key in HEADLINE_KEYS),
                          metrics.get(chamfer.get(protocol, ""), {}).get("mean", "")))
-    if summary["tae"]:
-        rows.append(("TAE (clip lsq disparity)", summary["tae"]["tae"], "", ""))
-        if math.isfinite(summary["tae"]["tae_metric"]):
-            rows.append(("TAE (metric as published)", summary["tae"]["tae_metric"], "", ""))
+    temporal = summary["tae"]
+    if temporal:
+        for key, name in (("tae", "TAE"), ("flicker", "flicker")):
+            rows.append((f"{name} (clip lsq disparity)", temporal[key], "", ""))
+            if math.isfinite(temporal[f"{key}_metric"]):
+                rows.append((f"{name} (metric as published)", temporal[f"{key}_metric"], "", ""))
     return rows
 
 
@@ -467,6 +564,9 @@ on GT pixels &gt; 1 mm (valid_frac: the fraction of those with a prediction).</l
 <li><b>TAE</b>: temporal alignment error (Video Depth Anything): the depth of each frame warped into the next (and
 back) with the GT poses, AbsRel against the depth there, after one disparity scale and shift for the whole clip;
 on the frames decimated to at most 320 px wide.</li>
+<li><b>flicker</b>: frame-to-frame jitter: on the pixels whose true depth changes by less than 1 % from one frame to
+the next, the change of the depth beyond the true change, relative to the true depth (mean; 0 = steady), after
+the same alignment for the whole clip as TAE; on the same decimated frames.</li>
 <li>Stage times are wall-clock milliseconds of the node's processing path per frame.</li></ul>"""
 
 STYLE = ("body{font-family:sans-serif;max-width:1150px;margin:auto;padding:1em}table{border-collapse:collapse;"
@@ -502,6 +602,19 @@ def _figure_png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
     return buffer.getvalue()
+
+
+def _summary_from_json(summary: dict) -> dict:
+    """A summary as ``metrics.json`` holds it with the nulls of its metrics and temporal measures NaN again."""
+    def numbers(values: dict) -> dict:
+        return {key: numbers(value) if isinstance(value, dict) else math.nan if value is None else value
+                for key, value in values.items()}
+    return {**summary, "metrics": numbers(summary["metrics"]), "tae": summary["tae"] and numbers(summary["tae"])}
+
+
+def _column(frames: list[dict], key: str) -> list[float]:
+    """``key`` of each frame of a ``metrics.json``, NaN where missing or null (JSON's NaN)."""
+    return [math.nan if frame.get(key) is None else frame[key] for frame in frames]
 
 
 def _prefixed(protocol: str, metrics: dict[str, float]) -> dict[str, float]:

@@ -6,6 +6,8 @@
 * :func:`edge_aware_chamfer`: the paper's flying-pixel metric, chamfer distance of the 3D points in a
   band around the GT depth edges.
 * :func:`temporal_alignment_error`: Video Depth Anything's TAE (depth warped with GT poses).
+* :func:`flicker`, :func:`cut_recovery`: a clip's frame-to-frame jitter where the truth is static, and the
+  frames an error takes to settle after a scene cut.
 """
 from __future__ import annotations
 
@@ -343,3 +345,86 @@ def _intrinsics(K: np.ndarray) -> tuple[float, float, float, float]:
         raise ValueError(f"K must be (3, 3), got {K.shape}")
     return float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
 
+
+
+# --------------------------------------------------------------------------------------------------
+# Temporal stability of a clip: flicker, recovery after scene cuts
+# --------------------------------------------------------------------------------------------------
+
+STABLE_GT_CHANGE = 0.01
+"""Flicker pixels: those whose true depth changes by less than this fraction between consecutive frames."""
+
+
+def flicker(depths: np.ndarray, gts: np.ndarray, cuts: Sequence[int] = (), stable: float = STABLE_GT_CHANGE) -> float:
+    """Frame-to-frame jitter of an aligned depth clip where the true depth (almost) does not change.
+
+    For every consecutive pair ``(t - 1, t)`` of one shot (pairs across a cut are skipped), on the pixels
+    where both GT depths are valid (``> 1e-3``), both predictions finite and
+    ``|gt_t - gt_(t-1)| < stable * gt_(t-1)``: ``|(d_t - d_(t-1)) - (gt_t - gt_(t-1))| / gt_(t-1)``, the change
+    of the prediction beyond the true change (less than ``stable`` there), relative to the true depth.
+    The mean over those pixels of all pairs together. 0 for a perfect prediction and for one off by a
+    constant (``d = gt + c``).
+
+    Args:
+        depths: (T, H, W) float, aligned predicted depth, metres; non-finite = no prediction.
+        gts: (T, H, W) float, ground-truth depth, metres; non-finite or <= 1e-3 = invalid.
+        cuts: frame indices where a new shot starts.
+        stable: the largest relative true change of a scored pixel.
+
+    Returns:
+        The mean relative change (a fraction); NaN when no pixel qualifies (e.g. T < 2).
+
+    Raises:
+        ValueError: shapes differ or are not (T, H, W).
+    """
+    depths = np.asarray(depths, dtype=np.float64)
+    gts = np.asarray(gts, dtype=np.float64)
+    if depths.ndim != 3 or depths.shape != gts.shape:
+        raise ValueError(f"depths and gts must be one (T, H, W) shape, got {depths.shape}, {gts.shape}")
+    cur = [t for t in range(1, len(depths)) if t not in set(cuts)]  # second frame of each scored pair
+    prev = [t - 1 for t in cur]
+    gt_change = gts[cur] - gts[prev]  # (P, H, W)
+    with np.errstate(invalid="ignore"):  # NaN GT compares False
+        valid = (gts[prev] > GT_MIN_DEPTH_M) & (gts[cur] > GT_MIN_DEPTH_M) & (np.abs(gt_change) < stable * gts[prev])
+    valid &= np.isfinite(depths[prev]) & np.isfinite(depths[cur])
+    if not valid.any():
+        return float("nan")
+    change = (depths[cur] - depths[prev] - gt_change)[valid]
+    return float(np.mean(np.abs(change) / gts[prev][valid]))
+
+
+def cut_recovery(errors: np.ndarray | Sequence[float], cuts: Sequence[int], tolerance: float = 0.1,
+                 before: int = 8) -> list[int]:
+    """Frames after each scene cut until a per-frame error is back within ``tolerance`` of its pre-cut level.
+
+    The pre-cut level of cut ``c`` is the mean of the finite ``errors`` over the up to ``before`` frames
+    before ``c`` in the shot that ``c`` ends. The recovery is the smallest ``k >= 0`` with
+    ``errors[c + k] <= (1 + tolerance) * level`` before the next cut (0: the cut frame itself is within);
+    when there is none ("never"), the frames from ``c`` to the next cut or the end.
+
+    Args:
+        errors: (T,) per-frame error, lower is better (e.g. AbsRel); NaN never counts as recovered.
+        cuts: frame indices in (0, T) where a new shot starts, ascending.
+        tolerance: relative margin over the pre-cut level.
+        before: frames that set the pre-cut level.
+
+    Returns:
+        One frame count per cut, in the order of ``cuts``.
+
+    Raises:
+        ValueError: ``errors`` not 1-D, or cuts not ascending in (0, T).
+    """
+    errors = np.asarray(errors, dtype=np.float64)
+    if errors.ndim != 1:
+        raise ValueError(f"errors must be (T,), got {errors.shape}")
+    cuts = list(cuts)
+    if any(not 0 < c < len(errors) for c in cuts) or cuts != sorted(set(cuts)):
+        raise ValueError(f"cuts must be ascending frame indices in (0, {len(errors)}), got {cuts}")
+    bounds = [0, *cuts, len(errors)]
+    out = []
+    for start, cut, end in zip(bounds[:-2], bounds[1:-1], bounds[2:]):
+        pre = errors[max(start, cut - before):cut]
+        level = np.mean(pre[np.isfinite(pre)]) if np.isfinite(pre).any() else np.nan
+        within = np.flatnonzero(errors[cut:end] <= (1 + tolerance) * level)
+        out.append(int(within[0]) if within.size else end - cut)
+    return out

@@ -1,8 +1,8 @@
-"""The bundled default model: a tiny PPD trained on the synthetic world (pixel_perfect_ros/synthetic).
+"""The bundled default models: a tiny PPD and a tiny PPVD trained on the synthetic world (pixel_perfect_ros/synthetic).
 
-It lets the node and the CLIs run out of the box, with no download, and gives the tests a model whose
-accuracy can be checked. It knows only synthetic rooms: for real cameras use the official checkpoints.
-Model card: docs/bundled-model.md.
+They let the node and the CLIs run out of the box in image and video mode, with no download, and give the
+tests models whose accuracy can be checked. They know only synthetic rooms: for real cameras use the
+official checkpoints. Model card: docs/bundled-model.md.
 """
 from pathlib import Path
 
@@ -14,3 +14,7 @@ SEMANTICS = BUNDLED_DIR / "moge2.pt"
 SEMANTICS_TYPE = "moge2"
 TARGET_AREA = 128 * 96
 """Processing area it was trained at, pixels; larger areas leave its training distribution."""
+VIDEO_CHECKPOINT = BUNDLED_DIR / "ppvd.pth"
+"""The tiny PPVD video DiT (official ``ppvd.pth`` format); its network size comes from the file."""
+VIDEO_SEMANTICS = BUNDLED_DIR / "pi3.safetensors"
+"""Its Pi3 semantics encoder (official Pi3 ``model.safetensors`` format)."""

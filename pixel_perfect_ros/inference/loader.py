@@ -1,7 +1,7 @@
 """One loader from model files to a ready model, used by depth_node, ppd-bag-eval and the command lines.
 
-It fills in the bundled model when no files are named, resolves backend ``auto`` for the device, refuses
-a CUDA device without CUDA (never a silent CPU run) and names the model for status and logs.
+It fills in the bundled model (image or video) when no files are named, resolves backend ``auto`` for the
+device, refuses a CUDA device without CUDA (never a silent CPU run) and names the model for status and logs.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from .video_pipeline import PixelPerfectVideoDepth
 
 BUNDLED_WARNING = ("no checkpoint set: using the bundled tiny model trained on synthetic rooms (not for real "
                    "cameras: give the official checkpoint and semantics files)")
+BUNDLED_VIDEO_WARNING = ("no checkpoint set: using the bundled tiny video model trained on synthetic rooms (not for "
+                         "real cameras: give the official ppvd.pth and Pi3 model.safetensors files)")
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class ModelRequest:
 
     Attributes:
         checkpoint: PPD ``ppd.pth`` / ``ppd_moge.pth``, or PPVD ``ppvd.pth`` when ``video``; '' together
-            with ``semantics`` '' = the bundled model (image only).
+            with ``semantics`` '' = the bundled model (the video one when ``video``).
         semantics: the encoder file: ``depth_anything_v2_vitl.pth`` (da2), MoGe-2 ``model.pt`` (moge2), or
             Pi3 ``model.safetensors`` when ``video``.
         semantics_type: "da2" | "moge2" (image).
@@ -39,7 +41,8 @@ class ModelRequest:
         dtype: "fp32" | "fp16" | "bf16".
         steps: Euler steps.
         seed: initial-noise seed; None = fresh noise per call.
-        target_area: processing area, px; None = the model's own (official 1024*768, bundled 128*96).
+        target_area: processing area, px; None = the model's own (official 1024*768, bundled 128*96);
+            image only (PPVD runs at its DiT's square input size).
         backend: "auto" (``default_backend`` of the device) or a name of ``backends.BACKENDS`` (image; PPVD
             runs torch).
         backend_options: settings of the compiled backends.
@@ -60,7 +63,7 @@ class ModelRequest:
 
     @property
     def bundled(self) -> bool:
-        """Whether the request names no files (image mode: the bundled model)."""
+        """Whether the request names no files (the bundled model of its mode)."""
         return not self.checkpoint and not self.semantics
 
 
@@ -123,21 +126,20 @@ def model_name(request: ModelRequest) -> str:
     """``LoadedModel.name`` of a request (after the bundled files are filled in)."""
     semantics_type = "pi3" if request.video else request.semantics_type
     name = f"{Path(request.checkpoint).name} + {Path(request.semantics).name} ({semantics_type})"
-    return f"bundled {name}" if Path(request.checkpoint) == bundled.CHECKPOINT else name
+    return f"bundled {name}" if Path(request.checkpoint) in (bundled.CHECKPOINT, bundled.VIDEO_CHECKPOINT) else name
 
 
 def model_files(request: ModelRequest) -> ModelRequest:
-    """The request with its files checked: the bundled model's files, encoder type and (when unset) area
-    filled in when it names none (image mode).
+    """The request with its files checked; when it names none, the bundled model's files filled in: in image
+    mode with its encoder type and (when unset) area, in video mode the bundled video model's.
 
     Raises:
-        CheckpointError: one of checkpoint and semantics without the other, no files in video mode, or a
-            file that does not exist (each with the download instructions).
+        CheckpointError: one of checkpoint and semantics without the other, the bundled video model not
+            installed, or a file that does not exist (each with the download instructions).
     """
-    instructions = video_download_instructions if request.video else download_instructions
     if request.video and request.bundled:
-        raise CheckpointError("video mode needs the checkpoint (ppvd.pth) and the semantics file (Pi3 "
-                              "model.safetensors); there is no bundled video model.\n" + instructions())
+        return _bundled_video(request)
+    instructions = video_download_instructions if request.video else download_instructions
     if bool(request.checkpoint) != bool(request.semantics):
         raise CheckpointError("set both 'checkpoint' and 'semantics', or neither for the bundled model.\n"
                               + instructions())
@@ -152,6 +154,16 @@ def model_files(request: ModelRequest) -> ModelRequest:
     return request
 
 
+def _bundled_video(request: ModelRequest) -> ModelRequest:
+    """``request`` with the bundled video model's files; CheckpointError naming those missing."""
+    missing = [str(path) for path in (bundled.VIDEO_CHECKPOINT, bundled.VIDEO_SEMANTICS) if not path.is_file()]
+    if missing:
+        raise CheckpointError(f"no checkpoint set and the bundled video model is not installed (missing: "
+                              f"{', '.join(missing)}): give the checkpoint (ppvd.pth) and the semantics file (Pi3 "
+                              f"model.safetensors).\n{video_download_instructions()}")
+    return replace(request, checkpoint=str(bundled.VIDEO_CHECKPOINT), semantics=str(bundled.VIDEO_SEMANTICS))
+
+
 def load_model(request: ModelRequest) -> LoadedModel:
     """Load the request's model onto its device.
 
@@ -160,10 +172,10 @@ def load_model(request: ModelRequest) -> LoadedModel:
         ValueError: for a CUDA device without CUDA, or a bad dtype.
     """
     device = torch_device(request.device)
-    warnings = (BUNDLED_WARNING,) if request.bundled else ()
+    warnings = ((BUNDLED_VIDEO_WARNING if request.video else BUNDLED_WARNING),) if request.bundled else ()
     request = model_files(request)
     if request.video:
-        return _load_video(request, device)
+        return _load_video(request, device, warnings)
     # The official MoGe-2 model.pt also gives metric depth; the bundled file is an encoder only.
     shared = request.semantics if request.semantics_type == "moge2" and not warnings else ""
     backend = resolve_backend(request)
@@ -179,11 +191,11 @@ def load_model(request: ModelRequest) -> LoadedModel:
                        warnings)
 
 
-def _load_video(request: ModelRequest, device: torch.device) -> LoadedModel:
+def _load_video(request: ModelRequest, device: torch.device, warnings: tuple[str, ...]) -> LoadedModel:
     try:
         model = PixelPerfectVideoDepth.from_checkpoints(request.checkpoint, request.semantics, steps=request.steps,
                                                         device=device, dtype=request.dtype, seed=request.seed)
     except CheckpointError as error:
         raise CheckpointError(f"{error}\n{video_download_instructions()}") from error
     requested = "auto (torch)" if request.backend == "auto" else request.backend
-    return LoadedModel(model, request, model_name(request), requested)
+    return LoadedModel(model, request, model_name(request), requested, warnings)

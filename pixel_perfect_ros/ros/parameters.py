@@ -77,16 +77,16 @@ class NodeSettings:
 
     # Model (read-only: restart the node to change)
     checkpoint: str = parameter("", "PPD checkpoint: official ppd.pth (DA2 semantics) or ppd_moge.pth (MoGe-2); "
-        "empty (with semantics empty): the bundled tiny synthetic-world model at target_area 12288; "
-        "video mode: the official ppvd.pth", read_only=True)
+        "video mode: the official ppvd.pth. Empty (with semantics empty): the bundled tiny synthetic-world "
+        "model of the mode (image: at target_area 12288), for synthetic rooms only", read_only=True)
     semantics: str = parameter("", "semantics encoder checkpoint: depth_anything_v2_vitl.pth or MoGe-2 model.pt; "
-        "video mode: Pi3 model.safetensors", read_only=True)
+        "video mode: Pi3 model.safetensors. Empty with checkpoint empty: the bundled model's", read_only=True)
     semantics_type: str = parameter("da2", "which encoder 'semantics' is (image mode)", choices=SEMANTICS_TYPES,
         read_only=True)
     mode: str = parameter("image", "image: every frame on its own (PPD); video: a stream with temporally consistent "
         "depth (PPVD streaming, see the video_* parameters; checkpoint ppvd.pth and semantics Pi3's "
-        "model.safetensors, both required; depth_mode moge2, intrinsics_source moge2 and "
-        "output_resolution processing are not available)", choices=MODES, read_only=True)
+        "model.safetensors, or both empty for the bundled tiny video model; depth_mode moge2, "
+        "intrinsics_source moge2 and output_resolution processing are not available)", choices=MODES, read_only=True)
     device: str = parameter("cpu", "torch device: cpu, cuda, cuda:1, ... (never changed silently)", read_only=True)
     dtype: str = parameter("fp32", "inference precision", choices=tuple(DTYPES), read_only=True)
     torch_threads: int = parameter(1, "CPU threads of torch's intra-op pool (torch.set_num_threads); 0: torch's "

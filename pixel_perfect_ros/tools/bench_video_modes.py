@@ -6,8 +6,8 @@ seen by a camera that pans and zooms a little every frame) and prints a markdown
 
 - DiT frame-passes per output frame: frames run through the DiT per Euler step, divided by the frames
   output (counted at the DiT's patch embedding; an exact cost measure independent of the machine);
-- ms per output frame in the steady state (window: the whole clip; streams: the pushes after the
-  reference cache is ready);
+- ms per output frame in the steady state (window: the whole clip; streams: the pushes, and the final
+  flush, made with the reference cache ready, re-anchoring ones excepted);
 - latency: the most frames any frame waits before its depth comes out;
 - agreement with ``window``: mean |a d + b - d_window| over the frames both output (normalised log-depth,
   a and b least squares over the clip, ``scale_and_shift``);
@@ -90,6 +90,9 @@ class ModeRun:
         dit_passes_per_frame: frames through the DiT per Euler step per output frame, steady state.
         ms_per_frame: wall time per output frame, steady state.
         latency_frames: the most frames any frame waited for its depth.
+        dit_passes_per_frame_all, ms_per_frame_all: the same over the whole clip (a stream's filling and
+            re-anchoring included).
+        reanchors: how many times a stream re-anchored (0 for ``window``).
     """
 
     mode: str
@@ -98,12 +101,16 @@ class ModeRun:
     dit_passes_per_frame: float
     ms_per_frame: float
     latency_frames: int
+    dit_passes_per_frame_all: float
+    ms_per_frame_all: float
+    reanchors: int = 0
 
 
-class _DiTFrameCounter:
-    """Counts the frames entering the DiT (its patch embedding runs once per call in every forward variant)."""
+class DiTFrameCounter:
+    """Counts the frames entering a DiT, video or image (its patch embedding ``x_embedder`` runs once per call in
+    every forward variant); ``handle.remove()`` stops counting."""
 
-    def __init__(self, dit: VideoDiT):
+    def __init__(self, dit: torch.nn.Module):
         self.frames = 0
         self.handle = dit.x_embedder.register_forward_hook(self._count)
 
@@ -113,7 +120,7 @@ class _DiTFrameCounter:
 
 def run_window(model: PixelPerfectVideoDepth, clip: np.ndarray) -> ModeRun:
     """The official windowed pipeline on the whole clip (a frame waits for the last frame of its window)."""
-    counter = _DiTFrameCounter(model.dit)
+    counter = DiTFrameCounter(model.dit)
     try:
         start = time.perf_counter()
         depth = model(clip).depth
@@ -123,39 +130,46 @@ def run_window(model: PixelPerfectVideoDepth, clip: np.ndarray) -> ModeRun:
     # a window runs once its last frame has arrived; its new frames (all 16 in window 0) wait for it
     latency = max(max(slots) - frame for k, slots in enumerate(window_slots(len(clip)))
                   for frame in (slots if k == 0 else slots[OVERLAP:]))
-    passes = counter.frames / len(model.timesteps) / len(clip)
-    return ModeRun(WINDOW_MODE, STRIDE, depth, passes, elapsed_ms / len(clip), latency)
+    passes, ms = counter.frames / len(model.timesteps) / len(clip), elapsed_ms / len(clip)
+    return ModeRun(WINDOW_MODE, STRIDE, depth, passes, ms, latency, passes, ms)
 
 
 def run_stream(model: PixelPerfectVideoDepth, clip: np.ndarray, mode: str, frames_per_window: int,
-               keyframe_every: int) -> ModeRun:
-    """``StreamingVideoDepth`` frame by frame; steady state = the pushes after the cache is ready.
+               keyframe_every: int, max_scale_jump: float = math.inf) -> ModeRun:
+    """``StreamingVideoDepth`` frame by frame, then ``flush`` (every frame gets its depth); steady state = the
+    calls made with the reference cache ready that did not re-anchor (a re-anchoring refills the cache: it
+    counts in the whole-clip figures).
 
-    ``max_scale_jump`` is infinite: with random weights the fits are meaningless and re-anchoring would
-    only add noise to the cost figures.
+    ``max_scale_jump`` defaults to infinite: with random weights the fits are meaningless and re-anchoring
+    would only add noise to the cost figures.
     """
-    stream = StreamingVideoDepth(model, frames_per_window, keyframe_every, max_scale_jump=math.inf, mode=mode)
-    counter = _DiTFrameCounter(model.dit)
-    depths, latency, steady_ms, steady_frames, steady_out = [], 0, 0.0, 0, 0
+    stream = StreamingVideoDepth(model, frames_per_window, keyframe_every, max_scale_jump=max_scale_jump, mode=mode)
+    counter = DiTFrameCounter(model.dit)
+    calls = [(i, lambda frame=frame, i=i: stream.push(frame, i)) for i, frame in enumerate(clip)]
+    calls.append((len(clip) - 1, stream.flush))  # (frame index when called, call)
+    depths, latency, total_ms, steady_ms, steady_frames, steady_out = [], 0, 0.0, 0.0, 0, 0
     try:
-        for i, frame in enumerate(clip):
-            ready = stream.cache.state == "ready"
+        for now, call in calls:
+            ready, reanchors = stream.cache.state == "ready", stream.reanchors
             counted = counter.frames
             start = time.perf_counter()
-            published = stream.push(frame, i)
+            published = call()
             elapsed_ms = (time.perf_counter() - start) * 1e3
-            if ready:
+            total_ms += elapsed_ms
+            if ready and stream.reanchors == reanchors:
                 steady_ms += elapsed_ms
                 steady_frames += counter.frames - counted
                 steady_out += len(published)
             for stamp, depth in published:
-                latency = max(latency, i - stamp)
+                latency = max(latency, now - stamp)
                 depths.append(depth)
     finally:
         counter.handle.remove()
     steady_out = max(steady_out, 1)
-    passes = steady_frames / len(model.timesteps) / steady_out
-    return ModeRun(mode, frames_per_window, np.stack(depths), passes, steady_ms / steady_out, latency)
+    steps = len(model.timesteps)
+    return ModeRun(mode, frames_per_window, np.stack(depths), steady_frames / steps / steady_out,
+                   steady_ms / steady_out, latency, counter.frames / steps / len(depths), total_ms / len(depths),
+                   stream.reanchors)
 
 
 def agreement(depth: np.ndarray, reference: np.ndarray) -> float:

@@ -2,7 +2,8 @@
 
 Writes ``<name>_depth.npz`` (``depth``: (L, H, W) float32 normalised log-depth, aligned across windows)
 and ``<name>_depth.mp4`` (inferno, near = bright, one min/max over the whole clip; the video's fps, or
-10 fps for a folder). Exit status: 0 written, 1 written but some frames' depth has almost no valid
+10 fps for a folder). Without ``--checkpoint`` and ``--semantics``: the bundled tiny video model (synthetic
+rooms only). Exit status: 0 written, 1 written but some frames' depth has almost no valid
 pixels (``geometry.validity``; the message names them), 2 bad arguments, missing or wrong checkpoints,
 unreadable input (checked before the model loads).
 """
@@ -33,8 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pixel-Perfect Video Depth: writes aligned normalised log-depth (.npz) and a depth video (.mp4).",
     )
     parser.add_argument("input", type=Path, metavar="VIDEO_OR_DIR", help="a video file or a folder of frames")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="official ppvd.pth")
-    parser.add_argument("--semantics", type=Path, required=True, help="Pi3 model.safetensors (pi3.safetensors)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="official ppvd.pth (default: the bundled synthetic-world video model)")
+    parser.add_argument("--semantics", type=Path,
+                        help="Pi3 model.safetensors (pi3.safetensors); given with --checkpoint")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--steps", type=positive_int, default=4, help="Euler steps (default: 4)")
     parser.add_argument("--seed", type=int, default=0, help="initial-noise seed (default: 0)")
@@ -106,16 +109,19 @@ def run(args: argparse.Namespace) -> int:
     if not args.input.exists():
         print(f"ppd-infer-video: input not found: {args.input}", file=sys.stderr)
         return 2
-    request = ModelRequest(checkpoint=str(args.checkpoint), semantics=str(args.semantics), video=True,
+    request = ModelRequest(checkpoint=str(args.checkpoint or ""), semantics=str(args.semantics or ""), video=True,
                            steps=args.steps, seed=args.seed, device=args.device)
     try:
         model_files(request)  # before reading the frames: a missing file is the likelier mistake
         frames, fps = read_frames(args.input, args.max_frames)
         args.out.mkdir(parents=True, exist_ok=True)
-        model = load_model(request).model
+        loaded = load_model(request)
     except (CheckpointError, ValueError, RuntimeError, OSError) as exc:
         print(f"ppd-infer-video: {exc}", file=sys.stderr)
         return 2
+    for warning in loaded.warnings:
+        print(f"ppd-infer-video: {warning}", file=sys.stderr)
+    model = loaded.model
 
     with tqdm(total=num_windows(len(frames)), desc="ppd-infer-video", unit="window") as bar:
         prediction = model(frames, progress=lambda done, total: bar.update(done - bar.n))

@@ -165,7 +165,7 @@ def test_what_video_mode_cannot_do_is_refused_with_a_reason(ros, video_checkpoin
         with pytest.raises(ValueError, match=f"{name} {value} is not available in video mode"):
             video_node(ros, video_checkpoints, **{name: value})
     with pytest.raises(CheckpointError, match="(?s)ppvd.pth.*gangweix/Pixel-Perfect-Depth.*yyfz233/Pi3"):
-        video_node(ros, ("", ""))
+        video_node(ros, ("/nowhere/ppvd.pth", "/nowhere/model.safetensors"))
 
     node = video_node(ros, video_checkpoints)
     refused = {("depth_mode", "moge2"): "not available in video mode",

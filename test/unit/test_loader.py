@@ -1,11 +1,13 @@
-"""The one loader from files to a ready model (``inference/loader.py``): bundled default, auto backend,
-device check, model names; and the node's request made from its settings."""
+"""The one loader from files to a ready model (``inference/loader.py``): bundled defaults (image and video),
+auto backend, device check, model names; and the node's request made from its settings."""
 import pytest
 import torch
+from checkpoint_files import write_video_checkpoints
 
 from pixel_perfect_ros.inference import bundled
 from pixel_perfect_ros.inference.checkpoints import CheckpointError
 from pixel_perfect_ros.inference.loader import (
+    BUNDLED_VIDEO_WARNING,
     BUNDLED_WARNING,
     ModelRequest,
     load_model,
@@ -14,6 +16,7 @@ from pixel_perfect_ros.inference.loader import (
     torch_device,
 )
 from pixel_perfect_ros.inference.pipeline import PixelPerfectDepth
+from pixel_perfect_ros.inference.video_pipeline import PixelPerfectVideoDepth
 from pixel_perfect_ros.ros.parameters import NodeSettings, model_request
 
 
@@ -25,6 +28,9 @@ def test_model_name_names_the_files_and_marks_the_bundled_model():
     assert model_name(shipped) == "bundled ppd.pth + moge2.pt (moge2)"
     video = ModelRequest(checkpoint="/m/ppvd.pth", semantics="/m/model.safetensors", video=True)
     assert model_name(video) == "ppvd.pth + model.safetensors (pi3)"
+    shipped_video = ModelRequest(checkpoint=str(bundled.VIDEO_CHECKPOINT), semantics=str(bundled.VIDEO_SEMANTICS),
+                                 video=True)
+    assert model_name(shipped_video) == "bundled ppvd.pth + pi3.safetensors (pi3)"
 
 
 def test_without_files_the_bundled_model_at_its_own_area_with_a_warning():
@@ -50,9 +56,30 @@ def test_one_file_without_the_other_is_refused_with_the_download_instructions():
     assert "huggingface.co" in str(error.value)
 
 
-def test_video_needs_both_files():
-    with pytest.raises(CheckpointError, match="no bundled video model"):
+def test_a_video_request_without_files_loads_the_bundled_video_model_with_a_warning(tmp_path, monkeypatch):
+    ppvd, pi3 = write_video_checkpoints(tmp_path)  # tiny random models standing in for the shipped files
+    monkeypatch.setattr(bundled, "VIDEO_CHECKPOINT", ppvd)
+    monkeypatch.setattr(bundled, "VIDEO_SEMANTICS", pi3)
+    loaded = load_model(ModelRequest(video=True, steps=2))
+    assert isinstance(loaded.model, PixelPerfectVideoDepth) and loaded.model.steps == 2
+    assert (loaded.request.checkpoint, loaded.request.semantics) == (str(ppvd), str(pi3))
+    assert loaded.request.target_area is None  # PPVD runs at its DiT's own input size
+    assert loaded.warnings == (BUNDLED_VIDEO_WARNING,) and "synthetic rooms" in BUNDLED_VIDEO_WARNING
+    assert loaded.name == "bundled ppvd.pth + pi3.safetensors (pi3)"
+    assert (loaded.backend_requested, loaded.backend) == ("auto (torch)", "torch")
+
+
+def test_without_the_bundled_video_files_a_video_request_names_them_and_the_downloads(tmp_path, monkeypatch):
+    monkeypatch.setattr(bundled, "VIDEO_CHECKPOINT", tmp_path / "ppvd.pth")
+    monkeypatch.setattr(bundled, "VIDEO_SEMANTICS", tmp_path / "pi3.safetensors")
+    with pytest.raises(CheckpointError, match="bundled video model is not installed") as error:
         load_model(ModelRequest(video=True))
+    assert str(tmp_path / "ppvd.pth") in str(error.value) and "yyfz233/Pi3" in str(error.value)
+
+
+def test_a_video_checkpoint_without_its_semantics_is_refused():
+    with pytest.raises(CheckpointError, match="set both 'checkpoint' and 'semantics'"):
+        load_model(ModelRequest(video=True, checkpoint="/models/ppvd.pth"))
 
 
 def test_a_backend_that_cannot_start_falls_back_to_torch_with_the_reason_as_a_warning():
