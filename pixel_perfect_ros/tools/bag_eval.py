@@ -74,9 +74,6 @@ def _argument_error(args: argparse.Namespace, settings: NodeSettings) -> str | N
         return "--sparse-topic and -p depth_mode:=sparse_topic go together"
     if args.pose_frames and not args.pose_topic:
         return "--pose-frames needs --pose-topic"
-    if settings.mode == "video" and not (settings.checkpoint and settings.semantics):
-        return ("video mode needs -p checkpoint:=<ppvd.pth> and -p semantics:=<Pi3 model.safetensors> "
-                "(there is no bundled video model)")
     if args.start is not None and args.end is not None and args.end < args.start:
         return f"--end {args.end} is before --start {args.start}"
     return None
@@ -125,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     threads = (settings.torch_threads if args.threads is None else args.threads) or None
     jobs = [BagJob(bag, out, topics, settings, round(args.tolerance_ms * 1e6), args.start, args.end, args.stride,
                    args.storage, threads) for bag, out in zip(bags, outs)]
-    if not settings.checkpoint:  # image mode (video mode needs its files)
-        print("ppd-bag-eval: no checkpoint set: the bundled tiny model (trained on synthetic rooms only)",
-              file=sys.stderr)
+    if not settings.checkpoint:
+        print(f"ppd-bag-eval: no checkpoint set: the bundled tiny {'video ' if settings.mode == 'video' else ''}"
+              "model (trained on synthetic rooms only)", file=sys.stderr)
     if not args.depth_topic:
         print("ppd-bag-eval: no --depth-topic: frames are processed and recorded but not scored", file=sys.stderr)
     finished = itertools.count(1)

@@ -352,9 +352,10 @@ def test_video_mode_resets_when_the_stamps_go_back(video_setup, tmp_path):
     assert len(first) == 2 and first[0] == first[1]
 
 
-def test_video_mode_needs_its_model_files(bags, tmp_path, capsys):
-    assert bag_eval.main([str(bags["room"]), "--out", str(tmp_path / "out"), *TOPICS, "-p", "mode:=video"]) == 2
-    assert "video mode needs -p checkpoint" in capsys.readouterr().err
+def test_video_mode_needs_both_model_files_or_none(bags, tmp_path, capsys):
+    assert bag_eval.main([str(bags["room"]), "--out", str(tmp_path / "out"), *TOPICS, "-p", "mode:=video",
+                          "-p", f"checkpoint:={tmp_path / 'ppvd.pth'}"]) == 2
+    assert "semantics" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------
