@@ -9,9 +9,14 @@ input queue; the single-threaded one used ~6% and lost none.
 from __future__ import annotations
 
 import random
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -194,3 +199,23 @@ def bag_messages(path) -> dict[str, list[tuple[int, bytes]]]:
         for connection, time_ns, raw in reader.messages():
             messages[connection.topic].append((time_ns, raw))
     return messages
+
+
+def sigterm_tool(module: str, args: list[str], log: Path, started: str, cwd: Path) -> tuple[int, str]:
+    """Run ``python -m module args`` with stdout and stderr in ``log``; once ``log`` matches the regular
+    expression ``started``, send SIGTERM (as timeout, systemd, docker and Slurm stop a process). Returns
+    (exit code, everything it printed); fails if it exits before matching or hangs."""
+    with log.open("w") as output:
+        process = subprocess.Popen([sys.executable, "-m", module, *args], stdout=output, stderr=subprocess.STDOUT,
+                                   cwd=cwd)
+        try:
+            deadline = time.monotonic() + 120.0
+            while not re.search(started, log.read_text()):
+                assert process.poll() is None, f"exited {process.returncode} first:\n{log.read_text()}"
+                assert time.monotonic() < deadline, f"no {started!r} within 120 s"
+                time.sleep(0.02)
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=120)
+        finally:
+            process.kill()
+    return process.returncode, log.read_text()

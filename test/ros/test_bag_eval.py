@@ -3,11 +3,9 @@ video mode on tiny random PPVD + Pi3 files."""
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -17,7 +15,7 @@ import ray
 from checkpoint_files import write_video_checkpoints
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from ros_harness import bag_messages
+from ros_harness import bag_messages, sigterm_tool
 
 from pixel_perfect_ros.inference.video_pipeline import PixelPerfectVideoDepth
 from pixel_perfect_ros.inference.video_stream import StreamingVideoDepth
@@ -179,31 +177,13 @@ def test_ctrl_c_closes_the_bag_and_marks_the_report(bags, tmp_path, monkeypatch)
     assert "INCOMPLETE" in (out / "room" / "report.html").read_text()
 
 
-def wait_until(condition, process: subprocess.Popen, timeout_s: float = 120.0) -> None:
-    """Poll ``condition()`` until true, failing if ``process`` ends first or the timeout passes."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert process.poll() is None, f"exited {process.returncode} first"
-        assert time.monotonic() < deadline, f"not within {timeout_s} s"
-        time.sleep(0.02)
-
-
 def test_sigterm_closes_the_bag_and_marks_the_report(tmp_path):
     frames = 60
     long_bag = synthetic_camera_bag(tmp_path / "long", frames, 48, 64, seed=7, supersample=1)
-    out, log = tmp_path / "out", tmp_path / "stderr.txt"
-    with log.open("w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "pixel_perfect_ros.tools.bag_eval", str(long_bag),
-                                    "--out", str(out), *TOPICS], stdout=subprocess.DEVNULL, stderr=stderr,
-                                   cwd=REPO_ROOT)
-        try:  # once the progress bar shows a processed frame
-            wait_until(lambda: re.search(rf"\| *[1-9]\d*/{frames} \[", log.read_text()), process)
-            process.send_signal(signal.SIGTERM)  # as timeout, systemd, docker and Slurm stop a process
-            process.wait(timeout=120)
-        finally:
-            process.kill()
-    err = log.read_text()
-    assert process.returncode == 143, err
+    out = tmp_path / "out"
+    code, err = sigterm_tool("pixel_perfect_ros.tools.bag_eval", [str(long_bag), "--out", str(out), *TOPICS],
+                             tmp_path / "output.txt", rf"\| *[1-9]\d*/{frames} \[", REPO_ROOT)  # a frame done
+    assert code == 143, err
     assert "interrupted (SIGTERM)" in err and "Traceback" not in err
     saved = metrics(out / "long")
     assert saved["complete"] is False and saved["notes"]["status"] == "interrupted (SIGTERM)"

@@ -1,19 +1,15 @@
 """ppd-bag-replay over real DDS: a depth_node process, the replayer and the recorder; its errors and options."""
 import json
 import os
-import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message
-from ros_harness import bag_messages
+from ros_harness import bag_messages, sigterm_tool
 from sensor_msgs.msg import CompressedImage
-from test_bag_eval import wait_until
 
 from pixel_perfect_ros.msg import DepthStatus
 from pixel_perfect_ros.ros import node_process, replayer
@@ -161,19 +157,11 @@ def test_ctrl_c_closes_the_bag_and_marks_the_report_incomplete(dds, camera_bag, 
 def test_sigterm_closes_the_bag_and_marks_the_report_incomplete(dds, tmp_path):
     frames = 40
     bag = synthetic_camera_bag(tmp_path / "long", frames, 48, 64, seed=7, supersample=1, fps=FPS)
-    out, log = tmp_path / "replay", tmp_path / "output.txt"
-    with log.open("w") as output:
-        process = subprocess.Popen([sys.executable, "-m", "pixel_perfect_ros.tools.bag_replay", str(bag), "--out",
-                                    str(out), *TOPICS, "--paced", "--start-node"], stdout=output,
-                                   stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-        try:  # once a frame's outputs are recorded (a lazy node may skip the first: see test_a_compressed_bag_paced)
-            wait_until(lambda: re.search(rf"frame \d+/{frames}: \d+ ms", log.read_text()), process)
-            process.send_signal(signal.SIGTERM)  # as timeout, systemd, docker and Slurm stop a process
-            process.wait(timeout=120)
-        finally:
-            process.kill()
-    printed = log.read_text()
-    assert process.returncode == 143, printed
+    out = tmp_path / "replay"
+    code, printed = sigterm_tool("pixel_perfect_ros.tools.bag_replay",
+                                 [str(bag), "--out", str(out), *TOPICS, "--paced", "--start-node"],
+                                 tmp_path / "output.txt", rf"frame \d+/{frames}: \d+ ms", REPO_ROOT)  # outputs recorded
+    assert code == 143, printed
     assert "Traceback" not in printed
     stats = json.loads((out / "report" / "replay.json").read_text())
     assert not stats["complete"] and stats["frames_published"] < frames and stats["frames_received"] >= 1
