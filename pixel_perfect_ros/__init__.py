@@ -1,7 +1,7 @@
 """pixel_perfect_ros: Pixel-Perfect Depth for ROS 2.
 
-Layers (imports point down only): model -> inference -> geometry -> ros -> tools. Nothing outside
-``ros/`` imports rclpy.
+Layers: model, geometry -> inference -> evaluation -> synthetic -> training -> ros -> tools; each
+imports only those to its left (``test/unit/test_layers.py``). Only ``ros/`` and ``tools/`` import rclpy.
 """
 import pkgutil
 
