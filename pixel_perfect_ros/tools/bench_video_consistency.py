@@ -8,7 +8,7 @@ Scores (``evaluation/temporal.py``), means over clips: AbsRel and delta1 after o
 per-frame AbsRel relative to per-frame PPD's is back within 10 % of its level before the cut; cost: DiT
 frame-passes per frame (frames through the DiT per Euler step per output frame: over the whole clip, and
 steady = a stream's calls with its reference cache ready that did not re-anchor) and ms per frame (whole
-clip, this machine). Prints a markdown table and whether the issue's targets hold; ``--json`` keeps the
+clip, this machine). Prints a markdown table and whether the consistency targets hold; ``--json`` keeps the
 per-clip values.
 
     python -m pixel_perfect_ros.tools.bench_video_consistency [--checkpoint ppvd.pth --semantics pi3.safetensors]
@@ -51,7 +51,7 @@ PER_FRAME = "ppd (per frame)"
 SMOKE = dict(clips=2, frames=16, size=(48, 64))
 """What ``--smoke`` sets: 2 clips of 16 frames at 64x48."""
 TAE_VS_PER_FRAME, TAE_VS_WINDOW, MAX_DIT_PASSES = 0.6, 1.2, 1.5
-"""The issue's targets: every video mode's TAE <= 0.6x per-frame PPD's; ``stream_cached`` K = 1 within 1.2x
+"""The consistency targets: every video mode's TAE <= 0.6x per-frame PPD's; ``stream_cached`` K = 1 within 1.2x
 of ``window``'s TAE at <= 1.5 DiT frame-passes per frame (steady state)."""
 
 
@@ -189,7 +189,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def targets(rows: list[dict], key: str = "tae") -> dict:
-    """Whether the issue's targets hold (``TAE_VS_PER_FRAME``, ``TAE_VS_WINDOW``, ``MAX_DIT_PASSES``) on the
+    """Whether the consistency targets hold (``TAE_VS_PER_FRAME``, ``TAE_VS_WINDOW``, ``MAX_DIT_PASSES``) on the
     rows' ``key`` ("tae": means over clips, "tae_median": medians), with the figures; ``stream_cached_k1`` is
     None when no ``stream_cached`` K = 1 row ran."""
     base, window = rows[0], next(row for row in rows if row["mode"] == "window")

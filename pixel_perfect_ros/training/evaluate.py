@@ -7,7 +7,7 @@ protocol (RANSAC fit in log(1+d) space, then AbsRel and delta1) and the edge-awa
 - ``ppd``: the tiny PPD (4 Euler steps), through ``PixelPerfectDepth`` as the node runs it;
 - ``baseline``: the tiny regression model of the same data (its encoder gives PPD's semantics);
 - ``gt_lossy``: the ground truth itself through a lossy compression, the paper's "GT through VAE"
-  control. No depth autoencoder is trained here: the lossy stage is the fallback the issue names, an
+  control. No depth autoencoder is trained here: the lossy stage is an
   ``LOSSY_FACTOR``-times bilinear down- and up-sampling (a latent grid as coarse as an 8x VAE's).
 
 Its command line is ``tools/evaluate_claim.py``.
