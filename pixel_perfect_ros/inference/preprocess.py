@@ -6,6 +6,7 @@ processing size and is resized to the input resolution.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -74,6 +75,37 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 RGB in [0, 1] (divided in float64, as official)."""
     check_rgb8(image)
     return torch.from_numpy((image / 255.0).astype(np.float32).transpose(2, 0, 1).copy()).unsqueeze(0)
+
+
+def image_to_device(image: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """``image_to_tensor(image).to(device)``, bit for bit, uploading 1 byte per value instead of 4.
+
+    The uint8 image is copied into (on CUDA: pinned) host memory, uploaded (CUDA: ``non_blocking``) and
+    converted on ``device`` by looking each value up in the 256 float32 values of ``image_to_tensor``'s
+    own float64 division. (Dividing on the device would not be exact: PyTorch's CUDA kernel divides by a
+    host scalar as a multiplication by its float32 reciprocal, and ``v * float32(1/255)`` differs from
+    the quotient for 126 of the 256 values, measured on CPU.)
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        device: where the tensor goes.
+
+    Returns:
+        (1, 3, H, W) float32 RGB in [0, 1] on ``device``, contiguous.
+    """
+    check_rgb8(image)
+    device = torch.device(device)
+    host = torch.empty(image.shape, dtype=torch.uint8, pin_memory=device.type == "cuda")  # (H, W, 3)
+    host.numpy()[...] = image
+    pixels = host.to(device, non_blocking=True).permute(2, 0, 1).long()  # (3, H, W)
+    return _unit_values(device)[pixels].unsqueeze(0).contiguous()
+
+
+@functools.lru_cache(maxsize=4)
+def _unit_values(device: torch.device) -> torch.Tensor:
+    """(256,) float32 on ``device``: value v -> v / 255 computed as ``image_to_tensor`` does."""
+    with torch.inference_mode(False):
+        return torch.from_numpy((np.arange(256) / 255.0).astype(np.float32)).to(device)
 
 
 def resize_depth(depth: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -21,8 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .tensor_cache import TensorCache, caching_allowed
+
 LAYER_NORM_EPS = 1e-6
 """Epsilon of every LayerNorm in DINOv2 (not PyTorch's default 1e-5)."""
+POS_SIZES_KEPT = 4
+"""Resized position embeddings a ViT keeps (each (1, 1 + rows*cols, D) float32: 12.6 MB for ViT-L at 64x48)."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -180,6 +184,7 @@ class DinoVisionTransformer(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, embed_dim)) if has_mask_token else None
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=LAYER_NORM_EPS)
+        self._pos_cache: TensorCache[tuple[torch.Tensor, torch.Tensor]] = TensorCache(POS_SIZES_KEPT)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -223,15 +228,43 @@ class DinoVisionTransformer(nn.Module):
         ``((rows + offset)/G, (cols + offset)/G)`` when ``interpolate_offset`` is non-zero, else to
         ``size=(rows, cols)``, with ``interpolate_antialias``. The CLS row is kept as is.
 
+        Resized tables are cached per grid and state of ``pos_embed`` (see ``_pos_cache_key``), except
+        while exporting, compiling, tracing or capturing a CUDA graph; cached or not, the values are the same.
+
         Returns:
-            (1, 1 + rows*cols, D) float32.
+            (1, 1 + rows*cols, D) float32; read-only.
         """
-        grid, dim = self.pos_grid, self.embed_dim
-        pos_embed = self.pos_embed.float()
         if torch.compiler.is_exporting():  # symbolic rows/cols: no Python branch on them, no scale_factor
             return self._traceable_pos_encoding(rows, cols)
-        if rows == grid and cols == grid:
-            return pos_embed
+        if rows == self.pos_grid and cols == self.pos_grid:
+            return self.pos_embed.float()
+        key = self._pos_cache_key(rows, cols)
+        if key is None:
+            return self._resized_pos_encoding(rows, cols)
+
+        def make() -> tuple[torch.Tensor, torch.Tensor]:
+            # the entry holds the source storage: its address cannot be reused while the key lives
+            return self.pos_embed.detach(), self._resized_pos_encoding(rows, cols)
+
+        return self._pos_cache.get(key, make, self.pos_embed.device)[1]
+
+    def _pos_cache_key(self, rows: int, cols: int) -> tuple | None:
+        """Key of the resized table: the grid, the resize rule (offset, antialias) and the device, dtype,
+        storage and version counter of ``pos_embed`` (an in-place write, e.g. ``load_state_dict``, or new
+        data makes a new key; writes through ``pos_embed.data`` bypass the version counter and are not
+        seen). None when it must not be cached: while exporting, compiling, tracing or capturing, while
+        ``pos_embed`` is trained (grad enabled and required), or when it is an inference tensor (no
+        version counter)."""
+        pos = self.pos_embed
+        if not caching_allowed(pos.device) or pos.is_inference() or (pos.requires_grad and torch.is_grad_enabled()):
+            return None
+        return (rows, cols, self.interpolate_offset, self.interpolate_antialias,
+                pos.device, pos.dtype, pos.data_ptr(), pos._version)
+
+    def _resized_pos_encoding(self, rows: int, cols: int) -> torch.Tensor:
+        """:meth:`interpolate_pos_encoding` off the native grid, computed: (1, 1 + rows*cols, D) float32."""
+        grid, dim = self.pos_grid, self.embed_dim
+        pos_embed = self.pos_embed.float()
         table = pos_embed[:, 1:].reshape(1, grid, grid, dim).permute(0, 3, 1, 2)  # (1, D, G, G)
         if self.interpolate_offset:
             scale = ((rows + self.interpolate_offset) / grid, (cols + self.interpolate_offset) / grid)
