@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -88,12 +89,13 @@ class LoadedModel:
 
     @property
     def backend(self) -> str:
-        """The backend running the model (PPVD: torch)."""
+        """The backend running the model now (PPVD: torch); read it per status, it can fall back to torch
+        during the run."""
         return "torch" if self.request.video else self.model.backend.name
 
     @property
     def backend_fallback(self) -> str:
-        """'' or why the running backend is not the one asked for."""
+        """'' or why the running backend is not the one asked for, or runs reduced; live, as ``backend``."""
         return "" if self.request.video else self.model.backend_fallback
 
 
@@ -164,8 +166,12 @@ def _bundled_video(request: ModelRequest) -> ModelRequest:
     return replace(request, checkpoint=str(bundled.VIDEO_CHECKPOINT), semantics=str(bundled.VIDEO_SEMANTICS))
 
 
-def load_model(request: ModelRequest) -> LoadedModel:
+def load_model(request: ModelRequest, log: Callable[[str], None] | None = None) -> LoadedModel:
     """Load the request's model onto its device.
+
+    Args:
+        log: receives the image model's backend notes during the run (a rebuild for another input size,
+            a fallback to torch); default: the pipeline module's logger at WARNING level.
 
     Raises:
         CheckpointError: as ``model_files``, or for unreadable or wrong files.
@@ -183,7 +189,7 @@ def load_model(request: ModelRequest) -> LoadedModel:
         request.checkpoint, request.semantics, request.semantics_type,
         metric_checkpoint=request.metric_checkpoint or shared or None, steps=request.steps,
         target_area=request.target_area or DEFAULT_TARGET_AREA, device=device, dtype=request.dtype,
-        seed=request.seed, backend=backend, backend_options=request.backend_options)
+        seed=request.seed, backend=backend, backend_options=request.backend_options, log=log)
     if model.backend_fallback:
         warnings += (model.backend_fallback,)
     requested = f"auto ({backend})" if request.backend == "auto" else backend

@@ -5,8 +5,10 @@ backend) with pre/post-processing, device, precision and seeding.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -19,9 +21,11 @@ from .backends import BackendOptions, create_backend
 from .checkpoints import load_moge2_model, load_ppd_dit, load_semantics_encoder
 from .moge2 import MoGe2Result
 from .moge2 import infer as moge2_infer
-from .preprocess import DEFAULT_TARGET_AREA, image_to_tensor, resize_depth, resize_to_processing
-from .sampling import EulerSteps, autocast, check_dtype, seeded_noise
+from .preprocess import DEFAULT_TARGET_AREA, image_to_device, resize_depth, resize_to_processing
+from .sampling import DeviceNoise, EulerSteps, autocast, check_dtype
 from .timing import StageTimer
+
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,12 +68,14 @@ class PixelPerfectDepth(EulerSteps):
             1024x768, inside MoGe-2's 1200..3600 range) instead of the official 3600 tokens (that
             shared pass always runs in torch).
         backend: what runs the encoder and the sampling loop (``backends.BACKENDS``); one that cannot
-            start here falls back to "torch", with the reason in ``backend_fallback``.
+            start here falls back to "torch", with the reason in ``backend_fallback``, and so does one
+            that fails on a frame later (``backends.fallback``).
         backend_options: settings of the compiled backends (engine folder, shape range, ...).
+        log: receives the backend's one-line notes during the run (a rebuild for another input size, a
+            fallback to torch); default: this module's logger at WARNING level.
 
     Attributes:
-        backend: the running ``Backend``; ``backend.name`` is what status reports.
-        backend_fallback: '' or why the requested backend is not the one running (log it).
+        backend: the ``Backend``; ``backend.name`` is what runs now (it becomes "torch" after a fallback).
     """
 
     def __init__(
@@ -84,6 +90,7 @@ class PixelPerfectDepth(EulerSteps):
         metric_model: MoGe2Model | None = None,
         backend: str = "torch",
         backend_options: BackendOptions = BackendOptions(),
+        log: Callable[[str], None] | None = None,
     ):
         check_dtype(dtype)
         if semantics_encoder.out_dim != SEMANTICS_DIM:
@@ -100,8 +107,15 @@ class PixelPerfectDepth(EulerSteps):
         self.semantics_encoder = semantics_encoder.eval().requires_grad_(False).to(self.device)
         self.metric_model = None if metric_model is None else metric_model.eval().requires_grad_(False).to(self.device)
         self.shared_encoder = metric_model is not None and getattr(semantics_encoder, "encoder", None) is metric_model.encoder
-        self.backend, self.backend_fallback = create_backend(backend, self.dit, self.semantics_encoder, self.device,
-                                                             dtype, backend_options)
+        self._device_noise = DeviceNoise()  # a fixed seed's noise, drawn once per size and kept on the device
+        self.backend, self._startup_fallback = create_backend(backend, self.dit, self.semantics_encoder,
+                                                              self.device, dtype, backend_options, log or _LOG.warning)
+
+    @property
+    def backend_fallback(self) -> str:
+        """'' or why the requested backend is not the one running as asked (log it): it did not start,
+        it failed on a frame (torch runs since), or it runs in a reduced form (its ``degraded`` note)."""
+        return self._startup_fallback or self.backend.fallback or self.backend.degraded
 
     @classmethod
     def from_checkpoints(
@@ -122,7 +136,7 @@ class PixelPerfectDepth(EulerSteps):
         return cls(load_ppd_dit(checkpoint), encoder, metric_model=metric_model, **kwargs)
 
     def _noise(self, height: int, width: int) -> torch.Tensor:
-        return seeded_noise((1, 1, height, width), self.seed).to(self.device)
+        return self._device_noise((1, 1, height, width), self.seed, self.device)
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray, metric_reference: bool = False) -> DepthPrediction:
@@ -132,7 +146,7 @@ class PixelPerfectDepth(EulerSteps):
             raise ValueError("metric_reference needs a metric_model (a MoGe-2 checkpoint)")
         timer = StageTimer(self.device)
         # 1. Resize to the processing size and convert: (1, 3, H, W) RGB in [0, 1].
-        x = image_to_tensor(resize_to_processing(image, self.target_area)).to(self.device)
+        x = image_to_device(resize_to_processing(image, self.target_area), self.device)
         height0, width0 = image.shape[:2]
         noise = self._noise(*x.shape[-2:])
         timer.lap("preprocess")

@@ -114,7 +114,8 @@ def run_all(dit: nn.Module, encoder: nn.Module, peaks: dict[str, Peak], device: 
     the quality reference). Each backend is built once (shape range = the largest size) and freed after.
 
     A backend that does not start, or falls back, gives "unavailable" rows and a run that raises a
-    "failed" row; neither stops the sweep.
+    "failed" row; one that falls back to torch on a frame gives a "failed" row and is not measured further
+    (torch ran in its place); none of these stops the sweep.
     """
     frames = {size: camera_frame(*size) for size in sizes}
     options = BackendOptions(engine_file_path=engine_dir, max_height=max(h for h, _ in sizes),
@@ -142,6 +143,9 @@ def run_all(dit: nn.Module, encoder: nn.Module, peaks: dict[str, Peak], device: 
                 except Exception as error:
                     row.status = f"failed: {_reason(error)}"
                     continue
+                if getattr(backend, "fallback", ""):  # it failed on a frame and torch ran instead: not its row
+                    row.status = status = f"failed: {backend.fallback}"
+                    break
                 fill_row(row, stage_ms, depth, reference, dit, encoder, peaks[dtype])
         del backend
         gc.collect()

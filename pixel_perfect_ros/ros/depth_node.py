@@ -99,7 +99,7 @@ class DepthNode(Node):
             raise ValueError(reason)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        loaded, model_settings = load_node_model(settings)
+        loaded, model_settings = load_node_model(settings, log=self.get_logger().warning)
         for warning in loaded.warnings:
             self.get_logger().warning(warning)
         if model_settings != settings:  # the bundled model's own area
@@ -113,9 +113,7 @@ class DepthNode(Node):
         self._settings = FrameSettings.of(settings)
         self._applied = settings  # the settings the model runs with (taken by the worker between frames)
         self.model_id = loaded.name
-        # The backend asked for (auto resolved), the one running and why they differ ('' when they do not).
-        self.backend_requested, self.backend, self.backend_fallback = (
-            loaded.backend_requested, loaded.backend, loaded.backend_fallback)
+        self.backend_requested = loaded.backend_requested  # the backend asked for (auto resolved)
 
         self._lock = threading.Lock()
         self._counts = {"received": 0, "processed": 0, "rejected": 0, "idle": 0}
@@ -172,6 +170,17 @@ class DepthNode(Node):
     def pipeline(self, pipeline) -> None:
         self._stop.attach(pipeline)
         self._processor.model = pipeline
+
+    @property
+    def backend(self) -> str:
+        """The backend running the model now (torch after a run-time fallback; video mode: torch)."""
+        backend = getattr(self.pipeline, "backend", None)
+        return "torch" if backend is None else backend.name
+
+    @property
+    def backend_fallback(self) -> str:
+        """'' or why the backend running is not the one asked for (at start, or since a frame failed)."""
+        return getattr(self.pipeline, "backend_fallback", "")
 
     @staticmethod
     def _new_window() -> dict[str, Any]:
@@ -410,6 +419,8 @@ class DepthNode(Node):
             level, message = DiagnosticStatus.WARN, f"{window['rejected']} input frames rejected"
         elif waiting:
             level, message = DiagnosticStatus.WARN, "waiting for CameraInfo"
+        elif self.backend_fallback:
+            level, message = DiagnosticStatus.WARN, f"running {self.backend}, not {self.backend_requested}"
         processed = window["processed"]
         entries = {
             "rate_hz": processed / elapsed if elapsed > 0 else 0.0,

@@ -10,6 +10,7 @@ changed while the node runs (``ros2 param set``) and are validated before they t
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from ..geometry.decoding import DECODERS
 from ..inference.backends import BACKENDS, BackendOptions
+from ..inference.backends.profiles import derived_options
 from ..inference.checkpoints import SEMANTICS_TYPES
 from ..inference.loader import LoadedModel, ModelRequest, load_model
 from ..inference.sampling import DTYPES
@@ -102,11 +104,12 @@ class NodeSettings:
         "(onnxruntime, tensorrt); empty: ~/.cache/pixel_perfect_ros", read_only=True)
     force_engine_update: bool = parameter(False, "export the ONNX graphs and build the engines again even when "
         "cached ones match (onnxruntime, tensorrt)", read_only=True)
-    max_processing_height: int = parameter(768, "largest processing height the compiled backends' dynamic shapes "
-        "cover, pixels, a multiple of 16 (the processing size comes from target_area and the image's "
-        "aspect ratio)", limits=(16, 4096), read_only=True)
-    max_processing_width: int = parameter(1024, "largest processing width the compiled backends' dynamic shapes "
-        "cover, pixels, a multiple of 16", limits=(16, 4096), read_only=True)
+    max_processing_height: int = parameter(0, "largest processing height the compiled backends' shape range "
+        "covers, pixels, a multiple of 16; 0: derived from target_area, covering 4:3 and 16:9 cameras in both "
+        "orientations (1184 at the default area). A frame outside the range rebuilds the engines for its "
+        "size (logged); a failed rebuild falls back to torch", limits=(0, 4096), read_only=True)
+    max_processing_width: int = parameter(0, "largest processing width the compiled backends' shape range "
+        "covers, pixels, a multiple of 16; 0: derived as max_processing_height", limits=(0, 4096), read_only=True)
     # Inference
     steps: int = parameter(4, "Euler steps of the flow sampler (official: 4)", limits=(1, 100))
     target_area: int = parameter(1024 * 768, "image mode: processing area in pixels (official: 786432 = 1024x768); "
@@ -201,8 +204,9 @@ def check_settings(settings: NodeSettings) -> str | None:
         if reason:
             return reason
     for name in ("max_processing_height", "max_processing_width"):
-        if getattr(settings, name) % 16:
-            return f"{name} must be a multiple of 16; got {getattr(settings, name)}"
+        value = getattr(settings, name)
+        if value % 16 or 0 < value < 32:
+            return f"{name} must be 0 (derived) or a multiple of 16 from 32 up; got {value}"
     if settings.mode == "video":
         if settings.backend not in ("auto", "torch"):
             return (f"backend {settings.backend} is not available in video mode (PPVD runs in torch only: "
@@ -224,21 +228,27 @@ def model_request(settings: NodeSettings) -> ModelRequest:
         metric_checkpoint=settings.moge2_checkpoint, video=settings.mode == "video", device=settings.device,
         dtype=settings.dtype, steps=settings.steps, seed=None if settings.seed < 0 else settings.seed,
         target_area=None if settings.target_area == SPECS["target_area"].default else settings.target_area,
-        backend=settings.backend,
-        backend_options=BackendOptions(engine_file_path=settings.engine_file_path,
-                                       force_engine_update=settings.force_engine_update,
-                                       max_height=settings.max_processing_height,
-                                       max_width=settings.max_processing_width))
+        backend=settings.backend, backend_options=backend_options(settings))
 
 
-def load_node_model(settings: NodeSettings) -> tuple[LoadedModel, NodeSettings]:
-    """The model of the node's settings (``inference.loader.load_model``) and the settings it runs with:
-    ``target_area`` the bundled model's own when it was left at its default.
+def backend_options(settings: NodeSettings) -> BackendOptions:
+    """The compiled backends' settings (``profiles.derived_options``: the shape range from target_area, or
+    max_processing_height / width where set)."""
+    return derived_options(settings.target_area, settings.max_processing_height, settings.max_processing_width,
+                           engine_file_path=settings.engine_file_path,
+                           force_engine_update=settings.force_engine_update)
+
+
+def load_node_model(settings: NodeSettings, log: Callable[[str], None] | None = None
+                    ) -> tuple[LoadedModel, NodeSettings]:
+    """The model of the node's settings (``inference.loader.load_model``; ``log`` receives the backend's
+    rebuild and fallback lines) and the settings it runs with: ``target_area`` the bundled model's own
+    when it was left at its default.
 
     Raises:
         CheckpointError, ValueError: as ``load_model``.
     """
-    loaded = load_model(model_request(settings))
+    loaded = load_model(model_request(settings), log=log)
     if loaded.request.target_area not in (None, settings.target_area):
         settings = settings.replace(target_area=loaded.request.target_area)
     return loaded, settings

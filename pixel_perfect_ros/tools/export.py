@@ -28,9 +28,11 @@ import torch
 
 from ..inference.backends.base import BackendOptions, BackendUnavailable
 from ..inference.backends.engine_cache import make_cache_folder
+from ..inference.backends.profiles import derived_options
 from ..inference.checkpoints import CheckpointError, load_ppd_dit, load_semantics_encoder
 from ..inference.loader import BUNDLED_WARNING, model_files
 from ..inference.onnx_export import exported_graphs
+from ..inference.preprocess import DEFAULT_TARGET_AREA
 from ..model.flow import T
 from .cli import add_threads_argument, image_size, non_negative_float, positive_int
 from .model_arguments import add_model_arguments, requested_model, torch_threads
@@ -60,8 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=("fp32", "fp16", "both"), default="fp32",
                         help="graph precision (default: fp32); fp16 graphs keep float32 inputs/outputs")
     parser.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default: 18, for TensorRT 10)")
-    parser.add_argument("--max-size", type=image_size, default=(768, 1024), metavar="WxH",
-                        help="largest processing size the dynamic shapes cover (default: 1024x768)")
+    parser.add_argument("--target-area", type=positive_int, default=DEFAULT_TARGET_AREA,
+                        help="processing area the graphs and engines are made for, as the node's target_area "
+                        f"(default: {DEFAULT_TARGET_AREA})")
+    parser.add_argument("--max-size", type=image_size, metavar="WxH",
+                        help="largest processing size the dynamic shapes cover (default: as the node derives it "
+                        "from --target-area: 4:3 and 16:9 cameras in both orientations, 1184x1184 at the default "
+                        "area; so the engines match the node's cache key)")
     parser.add_argument("--check-sizes", type=image_sizes, default=[(192, 256), (384, 512)], metavar="WxH[,WxH]",
                         help="sizes of the ONNX Runtime parity check (default: 256x192,512x384)")
     parser.add_argument("--tolerance", type=non_negative_float,
@@ -98,24 +105,23 @@ def parity_rows(dit, encoder, paths: tuple[Path, Path], dtype: str, sizes: list[
     return rows
 
 
-def build_engines(dit, encoder, out: Path, dtypes: tuple[str, ...], max_size: tuple[int, int], force: bool) -> None:
-    """TensorRT engines of the graphs in ``out`` (through ``TensorRTBackend``'s engine cache, profile from
-    32x32 to ``max_size``), where TensorRT is installed; moves ``dit`` and ``encoder`` to CUDA."""
+def build_engines(dit, encoder, dtypes: tuple[str, ...], options: BackendOptions) -> None:
+    """TensorRT engines of the graphs in ``options.engine_file_path`` (through ``TensorRTBackend``'s engine
+    cache, the shape profile of ``options``), where TensorRT is installed; moves ``dit`` and ``encoder``
+    to CUDA."""
     try:
         import tensorrt  # noqa: F401
         from ..inference.backends.tensorrt_backend import TensorRTBackend
     except ImportError:
         print("TensorRT not installed: engines not built (ONNX graphs written)")
         return
-    options = BackendOptions(engine_file_path=str(out), force_engine_update=force, max_height=max_size[0],
-                             max_width=max_size[1])
     for dtype in dtypes:
         try:
             TensorRTBackend(dit.cuda(), encoder.cuda(), torch.device("cuda"), dtype, options, log=print)
         except BackendUnavailable as error:
             print(f"TensorRT engines not built ({dtype}): {error}")
             continue
-        print(f"TensorRT engines ({dtype}) written to {out}")
+        print(f"TensorRT engines ({dtype}) written to {options.engine_file_path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """``ppd-export`` with the parsed ``args``: the arguments and files checked, then export, check and build."""
-    max_height, max_width = args.max_size
+    max_height, max_width = args.max_size or (0, 0)
+    options = derived_options(args.target_area, max_height, max_width, engine_file_path=str(args.out),
+                              force_engine_update=args.force)
+    max_height, max_width = options.max_height, options.max_width
     too_big = [f"{w}x{h}" for h, w in args.check_sizes if h > max_height or w > max_width]
     if too_big:
         print(f"ppd-export: check sizes {', '.join(too_big)} exceed --max-size {max_width}x{max_height}",
@@ -151,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
                                 max_width=max_width, force=args.force, log=print)
         print(f"{dtype} graphs ready in {time.perf_counter() - start:.1f} s: {paths[0].name}, {paths[1].name}")
         rows += parity_rows(dit, encoder, paths, dtype, args.check_sizes)
-    build_engines(dit, encoder, args.out, dtypes, args.max_size, args.force)  # moves the modules to CUDA
+    build_engines(dit, encoder, dtypes, options)  # moves the modules to CUDA
 
     print(f"\n{'graph':<9} {'dtype':<5} {'size':>9} {'max abs diff':>13} {'mean abs diff':>14} {'tolerance':>10}  ok")
     failed = 0

@@ -78,6 +78,7 @@ def test_miss_builds_then_hit_loads(tmp_path, onnx):
     (dict(compute_capability=(8, 6)), "compute_capability 8.7 -> 8.6"),
     (dict(precision="fp32"), "precision fp16 -> fp32"),
     (dict(profile=ShapeProfile((1, 64, 64), (1, 512, 512), (1, 512, 512))), "profile N,H,W"),
+    (dict(profile=ShapeProfile((1, 64, 64), (1, 672, 1024), (1, 768, 1024))), "(opt 1x672x1024)"),  # opt only
 ])
 def test_each_key_field_invalidates_with_a_reason(tmp_path, onnx, change, expected):
     rec = Recorder()

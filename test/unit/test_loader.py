@@ -16,6 +16,7 @@ from pixel_perfect_ros.inference.loader import (
     torch_device,
 )
 from pixel_perfect_ros.inference.pipeline import PixelPerfectDepth
+from pixel_perfect_ros.inference.preprocess import processing_size
 from pixel_perfect_ros.inference.video_pipeline import PixelPerfectVideoDepth
 from pixel_perfect_ros.ros.parameters import NodeSettings, model_request
 
@@ -108,3 +109,13 @@ def test_the_node_asks_for_the_models_own_area_when_target_area_is_at_its_defaul
     assert (request.target_area, request.seed, request.video, request.metric_checkpoint) == (
         4096, None, True, "/m/moge2.pt")
     assert (request.backend_options.engine_file_path, request.backend_options.max_width) == ("/engines", 512)
+
+
+def test_the_derived_shape_range_covers_4_3_and_16_9_cameras_in_both_orientations():
+    options = model_request(NodeSettings()).backend_options
+    assert (options.max_height, options.max_width, options.opt_height, options.opt_width) == (1184, 1184, 768, 1024)
+    for height, width in ((720, 1280), (1080, 1920), (480, 640), (1024, 768), (1920, 1080)):
+        run_h, run_w = processing_size(height, width, NodeSettings().target_area)
+        assert run_h <= options.max_height and run_w <= options.max_width
+    options = model_request(NodeSettings(max_processing_width=512)).backend_options
+    assert (options.max_height, options.max_width, options.opt_height, options.opt_width) == (1184, 512, 768, 512)

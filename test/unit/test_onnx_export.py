@@ -97,7 +97,12 @@ def test_da2_encoder_matches_torch_at_two_resolutions(tiny_checkpoints, tmp_path
 
 def test_fp16_dit_keeps_statistics_fp32_and_runs_in_onnxruntime(tiny_checkpoints, tmp_path):
     dit = load_ppd_dit(tiny_checkpoints["ppd"]).eval()
-    path = export_dit_step(dit, tmp_path / "dit16.onnx", dtype="fp16", max_height=128, max_width=128)
+    umask = os.umask(0o077)  # a private umask: a one-file graph is made readable by other users all the same
+    try:
+        path = export_dit_step(dit, tmp_path / "dit16.onnx", dtype="fp16", max_height=128, max_width=128)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644 and not list(tmp_path.glob(".*.tmp"))
     graph = onnx.load(str(path)).graph
     by_output = {out: node for node in graph.node for out in node.output}
     assert {"LayerNormalization", "Softmax"} <= {node.op_type for node in graph.node}
@@ -153,7 +158,7 @@ def test_exported_graphs_reuses_the_cache_and_reexports_a_changed_model(bundled_
 
 def test_ppd_export_cli_table_and_exit_codes(bundled_graphs, tmp_path, capsys):
     out = bundled_graphs[0][0].parent  # same model and range: the CLI reuses the export
-    assert export_cli.main(["--out", str(out), "--check-sizes", "64x48,80x96"]) == 0
+    assert export_cli.main(["--out", str(out), "--check-sizes", "64x48,80x96", "--max-size", "1024x768"]) == 0
     printed = capsys.readouterr().out
     assert "TensorRT not installed: engines not built (ONNX graphs written)" in printed
     table = [line.split() for line in printed.splitlines() if line.startswith(("encoder ", "dit_step "))]
@@ -161,7 +166,8 @@ def test_ppd_export_cli_table_and_exit_codes(bundled_graphs, tmp_path, capsys):
         ("encoder", "64x48", "yes"), ("dit_step", "64x48", "yes"), ("encoder", "80x96", "yes"),
         ("dit_step", "80x96", "yes")]
     # a tolerance below the measured diff fails the check
-    assert export_cli.main(["--out", str(out), "--check-sizes", "64x48", "--tolerance", "1e-12"]) == 1
+    assert export_cli.main(["--out", str(out), "--check-sizes", "64x48", "--max-size", "1024x768",
+                            "--tolerance", "1e-12"]) == 1
     assert export_cli.main(["--out", str(tmp_path), "--checkpoint", str(tmp_path / "missing.pth"),
                             "--semantics", str(tmp_path / "missing.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err

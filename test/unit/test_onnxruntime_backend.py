@@ -1,15 +1,23 @@
-"""The onnxruntime backend: full sampling loops vs the torch backend, provider / dtype refusals."""
+"""The onnxruntime backend: full sampling loops vs the torch backend, provider / dtype refusals, provider
+options, the providers that really started (real CPU onnxruntime, and a stand-in for GPU builds)."""
+import os
+import stat
+import types
+
 import pytest
 import torch
+from torch import nn
 
-from pixel_perfect_ros.inference import bundled
+from pixel_perfect_ros.inference import bundled, onnx_export
 from pixel_perfect_ros.inference.backends import BackendOptions, BackendUnavailable, create_backend
+from pixel_perfect_ros.inference.backends import onnxruntime_backend as ortb
 from pixel_perfect_ros.inference.backends.onnxruntime_backend import OnnxRuntimeBackend, choose_providers
 from pixel_perfect_ros.inference.checkpoints import load_ppd_dit, load_semantics_encoder
 from pixel_perfect_ros.inference.sampling import seeded_noise
 from pixel_perfect_ros.model.flow import sampling_timesteps
 
 CPU = torch.device("cpu")
+TRT, CUDA, CPU_EP = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +64,112 @@ def test_provider_choice():
         choose_providers(["CPUExecutionProvider"], torch.device("cuda:1"), "fp32")
     with pytest.raises(BackendUnavailable, match="bf16"):
         choose_providers(every, torch.device("cuda"), "bf16")
+
+
+def test_cpu_sessions_report_the_cpu_provider_and_the_exported_range(backends):
+    onnx_backend = backends[0].primary  # create_backend wraps it in a FallbackBackend
+    assert isinstance(onnx_backend, OnnxRuntimeBackend)
+    assert onnx_backend.providers == [CPU_EP] and onnx_backend.degraded == ""
+    assert onnx_backend.session_providers == {"encoder": [CPU_EP], "dit_step": [CPU_EP]}
+    assert onnx_backend.shape_refusal(2, 96, 128) is None  # the graphs take a batch (up to MAX_BATCH)
+    refusal = onnx_backend.shape_refusal(1, 1024, 768)
+    assert refusal.startswith("input N,H,W 1x1024x768 is outside the exported ONNX graphs' shape range")
+    assert "multiples of 16" in onnx_backend.shape_refusal(1, 100, 128)
+
+
+# ---- provider options (pure) --------------------------------------------------------------------
+
+def test_provider_options_keep_the_device_and_configure_tensorrt(tmp_path):
+    options = BackendOptions(engine_file_path=str(tmp_path), max_height=1184, max_width=1184,
+                             opt_height=672, opt_width=1184)
+    trt, cuda = ortb.provider_options([TRT, CUDA], torch.device("cuda:1"), "fp16", options)
+    assert cuda == {"device_id": 1}
+    cache = str(tmp_path / "ort_trt_cache")
+    assert trt == {
+        "device_id": 1, "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": True, "trt_timing_cache_path": cache, "trt_fp16_enable": True,
+        # the native TensorRT backend's profile (profiles.profile_shapes), every input of both graphs
+        "trt_profile_min_shapes": "image:1x3x32x32,x:1x4x32x32,semantics:1x4x1024,timestep:1",
+        "trt_profile_opt_shapes": "image:1x3x672x1184,x:1x4x672x1184,semantics:1x3108x1024,timestep:1",
+        "trt_profile_max_shapes": "image:1x3x1184x1184,x:1x4x1184x1184,semantics:1x5476x1024,timestep:1"}
+    assert ortb.provider_options([TRT], torch.device("cuda"), "fp32", options)[0]["device_id"] == 0
+    assert ortb.provider_options([TRT], torch.device("cuda"), "fp32", options)[0]["trt_fp16_enable"] is False
+    assert ortb.provider_options([CPU_EP], CPU, "fp32", options) == [{}]
+
+
+# ---- providers that did not start (a stand-in onnxruntime-gpu) ----------------------------------
+
+class FakeOrt:
+    """The documented onnxruntime calls the backend makes; sessions 'run' on ``running[graph]``."""
+
+    def __init__(self, available, running):
+        self.available, self.running, self.sessions = available, running, []
+
+    def get_available_providers(self):
+        return list(self.available)
+
+    @staticmethod
+    def SessionOptions():
+        return types.SimpleNamespace()
+
+    def InferenceSession(self, path, session_options, providers, provider_options):
+        graph = "encoder" if "encoder" in path else "dit_step"
+        session = types.SimpleNamespace(path=path, providers=providers, provider_options=provider_options,
+                                        get_providers=lambda: list(self.running[graph]))
+        self.sessions.append(session)
+        return session
+
+
+@pytest.fixture
+def gpu_build(monkeypatch, tmp_path):
+    """Install a FakeOrt (returned by the fixture's call) and skip the export; the device is cuda:1."""
+    monkeypatch.setattr(onnx_export, "exported_graphs",
+                        lambda *args, **kwargs: (tmp_path / "encoder.onnx", tmp_path / "dit_step.onnx"))
+
+    def start(running, available=(TRT, CUDA, CPU_EP)):
+        fake = FakeOrt(available, running)
+        monkeypatch.setattr(ortb, "import_onnxruntime", lambda: fake)
+        options = BackendOptions(engine_file_path=str(tmp_path / "engines"))
+        return fake, lambda: OnnxRuntimeBackend(nn.Identity(), nn.Identity(), torch.device("cuda:1"), "fp16", options)
+
+    return start
+
+
+def test_gpu_providers_that_all_fail_to_start_are_refused(gpu_build):
+    _, make = gpu_build({"encoder": [CPU_EP], "dit_step": [CPU_EP]})
+    with pytest.raises(BackendUnavailable, match=(
+            "onnxruntime was asked for TensorrtExecutionProvider, CUDAExecutionProvider but the encoder "
+            "session runs CPUExecutionProvider")):
+        make()
+
+
+def test_a_missing_tensorrt_provider_degrades_to_cuda_with_a_note(gpu_build, tmp_path):
+    fake, make = gpu_build({"encoder": [CUDA, CPU_EP], "dit_step": [CUDA, CPU_EP]})
+    umask = os.umask(0o077)  # the ORT-TRT cache folder is readable by other users all the same
+    try:
+        backend = make()
+    finally:
+        os.umask(umask)
+    assert backend.providers == [CUDA, CPU_EP]
+    assert backend.degraded == "TensorrtExecutionProvider did not start; running CUDAExecutionProvider"
+    assert backend.shape_refusal(2, 768, 1024) is None  # the CUDA provider runs the exported range
+    assert [s.providers for s in fake.sessions] == [[TRT, CUDA]] * 2
+    assert [[o["device_id"] for o in s.provider_options] for s in fake.sessions] == [[1, 1]] * 2
+    assert stat.S_IMODE((tmp_path / "engines" / "ort_trt_cache").stat().st_mode) == 0o755
+
+
+def test_sessions_on_different_providers_are_both_reported(gpu_build):
+    _, make = gpu_build({"encoder": [TRT, CUDA, CPU_EP], "dit_step": [CUDA, CPU_EP]})
+    backend = make()
+    assert backend.session_providers == {"encoder": [TRT, CUDA, CPU_EP], "dit_step": [CUDA, CPU_EP]}
+    assert backend.providers == [TRT, CUDA, CPU_EP]
+    assert backend.degraded == ("dit_step: TensorrtExecutionProvider did not start; "
+                                "running CUDAExecutionProvider")
+    # the TensorRT provider runs: its profile (N = 1) is the range
+    assert "outside the ONNX Runtime TensorRT engines' shape range" in backend.shape_refusal(2, 768, 1024)
+
+
+def test_all_requested_providers_started(gpu_build):
+    _, make = gpu_build({"encoder": [TRT, CUDA, CPU_EP], "dit_step": [TRT, CUDA, CPU_EP]})
+    backend = make()
+    assert backend.providers == [TRT, CUDA, CPU_EP] and backend.degraded == ""

@@ -61,22 +61,19 @@ def test_trt_major():
 
 def test_plans_for_tensorrt_10_use_builder_flags_on_the_fp32_graph():
     fp32 = trtb.build_plan("10.3.0", "fp32", (8, 7))
-    assert fp32 == dict(onnx_dtype="fp32", strongly_typed=False, builder_flags=[], cleared_flags=["TF32"],
-                        fp32_layer_types=[])
+    assert fp32 == dict(onnx_dtype="fp32", strongly_typed=False, builder_flags=[], cleared_flags=["TF32"])
     for precision, flag in (("fp16", "FP16"), ("bf16", "BF16")):
         plan = trtb.build_plan("10.3.0", precision, (8, 7))  # Orin: Ampere, sm 8.7
-        assert plan["onnx_dtype"] == "fp32" and not plan["strongly_typed"]
-        assert plan["builder_flags"] == [flag, "OBEY_PRECISION_CONSTRAINTS"]
-        assert plan["fp32_layer_types"] == ["NORMALIZATION"]  # LayerNorm statistics stay float32
+        # no layer pins and no OBEY_PRECISION_CONSTRAINTS: INormalizationLayer computes in float32 by default
+        assert plan == dict(onnx_dtype="fp32", strongly_typed=False, builder_flags=[flag], cleared_flags=[])
     with pytest.raises(BackendUnavailable, match="compute capability 8.0"):
         trtb.build_plan("10.3.0", "bf16", (7, 5))
 
 
 def test_plans_for_tensorrt_11_are_strongly_typed_without_precision_flags():
-    for precision in ("fp32", "fp16"):
+    for precision, cleared in (("fp32", ["TF32"]), ("fp16", [])):
         plan = trtb.build_plan("11.0.0", precision, (9, 0))
-        assert plan["onnx_dtype"] == precision and plan["strongly_typed"]
-        assert plan["builder_flags"] == [] and plan["fp32_layer_types"] == []
+        assert plan == dict(onnx_dtype=precision, strongly_typed=True, builder_flags=[], cleared_flags=cleared)
     with pytest.raises(BackendUnavailable, match="no bf16 graph is exported"):
         trtb.build_plan("11.0.0", "bf16", (9, 0))
     with pytest.raises(BackendUnavailable, match="too old"):
@@ -89,7 +86,7 @@ def test_plans_for_tensorrt_11_are_strongly_typed_without_precision_flags():
 
 def test_profile_and_graph_shapes_are_consistent():
     profile = trtb.profile_shapes(BackendOptions(max_height=512, max_width=768))
-    assert profile == ShapeProfile((1, 32, 32), (1, 512, 768), (1, 512, 768))
+    assert profile == ShapeProfile((1, 32, 32), (1, 512, 768), (1, 512, 768))  # opt 0: tuned at the max
     encoder = trtb.graph_input_shapes("encoder", profile)
     dit = trtb.graph_input_shapes("dit_step", profile)
     assert encoder == {"image": ((1, 3, 32, 32), (1, 3, 512, 768), (1, 3, 512, 768))}
@@ -103,10 +100,20 @@ def test_profile_and_graph_shapes_are_consistent():
         trtb.graph_input_shapes("decoder", profile)
 
 
+def test_profile_is_tuned_at_the_opt_size_within_the_range():
+    profile = trtb.profile_shapes(BackendOptions(max_height=1184, max_width=1184, opt_height=672, opt_width=1184))
+    assert profile == ShapeProfile((1, 32, 32), (1, 672, 1184), (1, 1184, 1184))
+    assert trtb.graph_input_shapes("encoder", profile)["image"][1] == (1, 3, 672, 1184)
+    assert trtb.profile_shapes(BackendOptions(opt_height=512)).opt == (1, 512, 1024)  # the 0 side: its max
+    for opt_height, opt_width in ((1024, 1024), (16, 1024), (500, 1024)):  # above the max, below 32, not /16
+        with pytest.raises(ValueError, match=r"opt_height / opt_width must be multiples of 16 between 32"):
+            trtb.profile_shapes(BackendOptions(opt_height=opt_height, opt_width=opt_width))
+
+
 def test_inputs_outside_the_profile_name_the_parameters_to_change():
     profile = trtb.profile_shapes(BackendOptions())
     trtb.check_in_profile(profile, 1, 768, 1024)
-    with pytest.raises(ValueError, match=r"1x1024x768 is outside .*max_height / max_width"):
+    with pytest.raises(ValueError, match=r"1x1024x768 is outside .*rebuilt .*max_height / max_width"):
         trtb.check_in_profile(profile, 1, 1024, 768)
     with pytest.raises(ValueError, match="multiples of 16"):
         trtb.check_in_profile(profile, 1, 100, 128)
@@ -186,19 +193,10 @@ def test_engine_runner_binds_torch_tensors(monkeypatch):
 
 def test_build_engine_follows_the_plan():
     """build_engine against a recording stand-in of the documented builder API."""
-    record = {"flags": [], "pinned": [], "shapes": {}}
-
-    class Layer:
-        def __init__(self, kind):
-            self.type, self.num_outputs, self.precision = kind, 1, None
-
-        def set_output_type(self, index, dtype):
-            record["pinned"].append((self.type, dtype))
-
-    layers = [Layer("NORMALIZATION"), Layer("MATRIX_MULTIPLY")]
+    record = {"flags": [], "shapes": {}}
     inputs = [types.SimpleNamespace(name="image", shape=(-1, 3, -1, -1))]
-    network = types.SimpleNamespace(num_layers=2, get_layer=layers.__getitem__, num_inputs=1,
-                                    get_input=inputs.__getitem__)
+    # no num_layers / get_layer: build_engine touches no layer (no precision pins)
+    network = types.SimpleNamespace(num_inputs=1, get_input=inputs.__getitem__)
     config = types.SimpleNamespace(
         set_memory_pool_limit=lambda pool, size: record.__setitem__("workspace", size),
         set_flag=record["flags"].append, clear_flag=lambda flag: None,
@@ -213,14 +211,12 @@ def test_build_engine_follows_the_plan():
         OnnxParser=lambda net, logger: types.SimpleNamespace(parse_from_file=lambda path: True),
         NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=1),
         MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"),
-        BuilderFlag=types.SimpleNamespace(FP16="FP16", OBEY_PRECISION_CONSTRAINTS="OBEY"),
-        LayerType=types.SimpleNamespace(NORMALIZATION="NORMALIZATION"), float32="float32")
-    shapes = trtb.graph_input_shapes("encoder", trtb.profile_shapes(BackendOptions()))
+        BuilderFlag=types.SimpleNamespace(FP16="FP16"))
+    shapes = trtb.graph_input_shapes("encoder", trtb.profile_shapes(BackendOptions(opt_height=480, opt_width=640)))
     plan = trtb.build_plan("10.3.0", "fp16", (8, 7))
     assert trtb.build_engine(fake_trt, "encoder.onnx", shapes, plan, 1 << 30, logger=None) == b"plan"
-    assert record["network_flags"] == 0 and record["flags"] == ["FP16", "OBEY"] and record["workspace"] == 1 << 30
-    assert record["pinned"] == [("NORMALIZATION", "float32")] and layers[0].precision == "float32"
-    assert record["shapes"] == {"image": shapes["image"]}
+    assert record["network_flags"] == 0 and record["flags"] == ["FP16"] and record["workspace"] == 1 << 30
+    assert record["shapes"] == {"image": ((1, 3, 32, 32), (1, 3, 480, 640), (1, 3, 768, 1024))}
     # TensorRT 11: strongly typed network, no flags; a dynamic input without a range is an error.
     record["flags"].clear()
     trtb.build_engine(fake_trt, "encoder.onnx", shapes, trtb.build_plan("11.0.0", "fp16"), 1 << 30, logger=None)

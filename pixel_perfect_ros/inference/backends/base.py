@@ -7,8 +7,10 @@ Every backend computes the same two functions as the torch modules it is made fr
         noise: (N, 1, H, W) float32 initial latent; timesteps: ``flow.sampling_timesteps(steps)``
 
 Tensors come in and go out on the backend's ``device``. The torch modules stay the source of truth
-(exported graphs and engines are made from them), and ``create_backend`` falls back to ``torch``, with
-the reason, when the requested backend cannot start here.
+(exported graphs and engines are made from them). ``fallback.create_backend`` starts a backend by name:
+``torch`` with the reason when the requested one does not start here, else the requested one wrapped
+in a ``fallback.FallbackBackend`` (rebuilt for an input outside its shape range, replaced by ``torch``
+for the rest of the run when it fails on a frame).
 """
 from __future__ import annotations
 
@@ -51,12 +53,16 @@ class BackendOptions:
         engine_file_path: folder of the exported ONNX graphs and built engines ('' = ~/.cache/pixel_perfect_ros).
         force_engine_update: export and build again even when cached files match.
         max_height, max_width: largest processing size the dynamic shapes must cover, px (multiples of 16).
+        opt_height, opt_width: the size the engines are tuned for, px (0: the max); ``profiles.options_covering``
+            sets it to the size the node expects to run most.
     """
 
     engine_file_path: str = ""
     force_engine_update: bool = False
     max_height: int = 768
     max_width: int = 1024
+    opt_height: int = 0
+    opt_width: int = 0
 
     @property
     def folder(self) -> Path:
@@ -78,11 +84,21 @@ class Backend(ABC):
     """
 
     name: str
+    degraded: str = ""
+    """'' or why this backend runs in a reduced form (e.g. an ONNX Runtime provider that did not start)."""
+    fallback: str = ""
+    """'' or why ``torch`` runs in place of this backend since a failure during the run
+    (``fallback.FallbackBackend``)."""
 
     def __init__(self, dit: nn.Module, encoder: nn.Module, device: torch.device, dtype: str,
                  options: BackendOptions = BackendOptions()):
         check_dtype(dtype)
         self.dit, self.encoder, self.device, self.dtype, self.options = dit, encoder, torch.device(device), dtype, options
+
+    def shape_refusal(self, n: int, height: int, width: int) -> str | None:
+        """Why this backend cannot take an (n, 3, height, width) input (outside its engines' shape
+        range), or None when it can. Torch backends take any size."""
+        return None
 
     @abstractmethod
     def encode(self, image: torch.Tensor) -> torch.Tensor:
@@ -94,30 +110,23 @@ class Backend(ABC):
         """Euler loop from ``noise`` (N, 1, H, W) float32 to (N, 1, H, W) float32 normalised log-depth."""
 
 
+def check_backend_name(name: str) -> None:
+    """ValueError naming the choices when ``name`` is not one of ``BACKENDS``."""
+    if name not in _CLASSES:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+
+
 def backend_class(name: str) -> type[Backend]:
     """The class of backend ``name`` (its module imported now: optional packages load only when asked).
 
     Raises:
         ValueError: for a name not in ``BACKENDS``.
     """
-    if name not in _CLASSES:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    check_backend_name(name)
     module, cls = _CLASSES[name]
     return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
 
 
-def create_backend(name: str, dit: nn.Module, encoder: nn.Module, device: torch.device, dtype: str,
-                   options: BackendOptions = BackendOptions()) -> tuple[Backend, str]:
-    """Backend ``name`` for the model, or ``torch`` when it cannot start here.
-
-    Returns:
-        (backend, fallback reason): the reason is '' when ``name`` started, else why it did not (log it).
-
-    Raises:
-        ValueError: for an unknown backend name or dtype.
-    """
-    try:
-        return backend_class(name)(dit, encoder, device, dtype, options), ""
-    except BackendUnavailable as error:
-        fallback = backend_class("torch")(dit, encoder, device, dtype, options)
-        return fallback, f"backend {name} unavailable ({error}); running torch instead"
+def error_summary(error: BaseException) -> str:
+    """``Type: message`` of an exception (the type alone for an empty message), for fallback reasons."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

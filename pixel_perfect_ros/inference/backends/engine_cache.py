@@ -6,7 +6,7 @@ An entry is two files in the cache folder::
 
     <name>.engine        the serialized engine, exactly as TensorRT wrote it (no header: trtexec reads it)
     <name>.engine.json   its key (ONNX sha256, TensorRT version, GPU, compute capability, precision,
-                         shape profile) in readable JSON, written after the engine
+                         shape profile: min, opt and max) in readable JSON, written after the engine
 
 A stored engine is used only when its key equals the current one. Otherwise (a new ONNX, another
 TensorRT version or GPU, another precision or shape range), or when the file cannot be deserialized
@@ -76,7 +76,7 @@ class EngineKey:
         gpu_name: ``torch.cuda.get_device_name``, e.g. "Orin".
         compute_capability: "major.minor", e.g. "8.7".
         precision: "fp32" | "fp16" | "bf16".
-        profile: ``str(ShapeProfile)``.
+        profile: ``str(ShapeProfile)``: min, max and opt (the size the kernels are tuned for).
     """
 
     onnx_sha256: str

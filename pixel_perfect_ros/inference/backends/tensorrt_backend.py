@@ -2,17 +2,30 @@
 
 Written against the documented TensorRT Python API of 10.x (JetPack 6 ships 10.3) and 11.x. TensorRT
 cannot be installed where this package is developed and tested, so this file is kept thin: the pure
-parts (``build_plan``, ``profile_shapes``, ``graph_input_shapes``, ``check_in_profile``, ``torch_dtype``)
-and the engine cache (``engine_cache.py``) are tested; the calls into ``tensorrt`` are not.
+parts (``build_plan``, ``check_in_profile``, ``torch_dtype``, the shape profile in ``profiles.py``) and
+the engine cache (``engine_cache.py``) are tested; the calls into ``tensorrt`` are not.
 
 Precision per TensorRT major version (``build_plan``):
 
     10.x  fp32 / bf16 / fp16: parse the float32 ONNX; fp16 and bf16 set ``BuilderFlag.FP16`` / ``BF16``
-          (weak typing) and pin every normalization layer to float32 (``OBEY_PRECISION_CONSTRAINTS``):
-          FP16 LayerNorm overflow is the known cause of wrong ViT-depth output on JetPack 6's 10.3.
+          (weak typing). No layer is pinned: the opset-18 graphs' LayerNormalization nodes parse to
+          ``INormalizationLayer``, whose compute precision defaults to float32 in mixed-precision
+          (weakly typed) builds, "to avoid overflow errors" (TensorRT 10.x ``NvInfer.h``,
+          ``INormalizationLayer::setComputePrecision``; Python: ``INormalizationLayer.compute_precision``,
+          TensorRT 10.3 Python API "Layers"). Setting ``ILayer.precision`` would only cast the layer's
+          input first, and ``set_output_type(float32)`` would force float32 outputs and reformat layers
+          between FP16 neighbours; ``OBEY_PRECISION_CONSTRAINTS`` serves nothing else, so it is not set.
+          The FP16 LayerNorm overflow known from JetPack 6 is that of LayerNorms decomposed into
+          Reduce / Pow layers (graphs below opset 17): TensorRT's own build warning ("Running layernorm
+          after self-attention ... may cause overflow") names ``INormalizationLayer`` (opset >= 17) as
+          the cure, and NVIDIA/TensorRT issue #2781 states its precision is handled by the builder.
     11.x  strongly typed networks only (the precision flags are gone): fp16 parses the fp16 ONNX
-          (statistics kept float32 by the exporter); fp32 the float32 one; bf16 is not offered (no bf16
-          graph is exported).
+          (statistics kept float32 by the exporter's casts); fp32 the float32 one; bf16 is not offered
+          (no bf16 graph is exported).
+
+Shapes: both engines are built for ``profiles.profile_shapes(options)`` (N = 1, 32 px .. the max, tuned at
+``opt_height`` x ``opt_width``); ``shape_refusal`` says when a frame is outside it, so that the caller
+rebuilds the backend for a range covering it (``profiles.options_covering``).
 
 Both engines run on torch CUDA tensors (``set_tensor_address`` + ``execute_async_v3`` on the current
 stream); the Euler loop is ``pipeline.sample_depth`` with the engine in place of the DiT.
@@ -28,19 +41,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ...model.dit import SEMANTICS_DIM
 from ..sampling import DTYPES, sample_depth
 from .base import Backend, BackendOptions, BackendUnavailable
 from .engine_cache import BuildProgress, EngineCache, ShapeProfile, engine_key
+from .profiles import GRAPHS, graph_input_shapes, profile_refusal, profile_shapes
 
-GRAPHS = ("encoder", "dit_step")
-"""Engine names, in the order ``onnx_export.exported_graphs`` returns their ONNX files."""
 ONNX_OPSET = 18
-"""Opset of the parsed graphs: TensorRT 10.3's parser has no ``Attention`` op (added in 10.14)."""
-MIN_SIDE_PX = 32
-"""Smallest height / width the engines accept (``onnx_export.MIN_SIZE_PX``)."""
-BATCH = 1
-"""Batch the engines are built for (min = opt = max): the image pipeline runs one image at a time."""
+"""Opset of the parsed graphs: TensorRT 10.3's parser has no ``Attention`` op (added in 10.14); from 17 on,
+LayerNormalization is one node (``INormalizationLayer``, float32 statistics: see the module docstring)."""
 INSTALL_HINT = ("TensorRT Python package not installed: on Jetson it comes with JetPack 6 "
                 "(apt install python3-libnvinfer), on desktops from NVIDIA's pip index "
                 "(pip install tensorrt --extra-index-url https://pypi.nvidia.com)")
@@ -68,8 +76,8 @@ def build_plan(trt_version: str, precision: str, compute_capability: tuple[int, 
 
     Returns:
         dict with ``onnx_dtype`` ("fp32" | "fp16": which exported graph to parse), ``strongly_typed``
-        (network creation flag), ``builder_flags`` / ``cleared_flags`` (``trt.BuilderFlag`` names to
-        set / clear) and ``fp32_layer_types`` (``trt.LayerType`` names pinned to float32).
+        (network creation flag) and ``builder_flags`` / ``cleared_flags`` (``trt.BuilderFlag`` names to
+        set / clear).
 
     Raises:
         ValueError: for an unknown precision.
@@ -86,59 +94,19 @@ def build_plan(trt_version: str, precision: str, compute_capability: tuple[int, 
     # fp32 means fp32: TF32 (on by default in TensorRT) would differ from torch's float32 matmuls.
     cleared = ["TF32"] if precision == "fp32" else []
     if major == 10:
-        if precision == "fp32":
-            return dict(onnx_dtype="fp32", strongly_typed=False, builder_flags=[], cleared_flags=cleared,
-                        fp32_layer_types=[])
-        return dict(onnx_dtype="fp32", strongly_typed=False,
-                    builder_flags=[precision.upper(), "OBEY_PRECISION_CONSTRAINTS"], cleared_flags=[],
-                    fp32_layer_types=["NORMALIZATION"])
+        flags = [] if precision == "fp32" else [precision.upper()]
+        return dict(onnx_dtype="fp32", strongly_typed=False, builder_flags=flags, cleared_flags=cleared)
     if precision == "bf16":
         raise BackendUnavailable(f"TensorRT {trt_version} takes precision from the ONNX graph and no bf16 "
                                  "graph is exported: use dtype fp16 (or fp32)")
-    return dict(onnx_dtype=precision, strongly_typed=True, builder_flags=[], cleared_flags=cleared,
-                fp32_layer_types=[])
-
-
-def profile_shapes(options: BackendOptions) -> ShapeProfile:
-    """The (N, H, W) range both engines are built for: 32 px .. (max_height, max_width), tuned at the max.
-
-    Raises:
-        ValueError: when max_height / max_width are not multiples of 16 or below ``MIN_SIDE_PX``.
-    """
-    height, width = options.max_height, options.max_width
-    if height % 16 or width % 16 or min(height, width) < MIN_SIDE_PX:
-        raise ValueError(f"BackendOptions.max_height / max_width must be multiples of 16 and at least "
-                         f"{MIN_SIDE_PX}, got {height} x {width}")
-    return ShapeProfile((BATCH, MIN_SIDE_PX, MIN_SIDE_PX), (BATCH, height, width), (BATCH, height, width))
-
-
-def graph_input_shapes(graph: str, profile: ShapeProfile) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """(min, opt, max) shape of each input of ``graph`` ("encoder" | "dit_step") for ``profile``.
-
-    encoder: image (N, 3, H, W); dit_step: x (N, 4, H, W), semantics (N, (H/16)*(W/16), 1024),
-    timestep (N,).
-    """
-    def per_input(shape: Callable[[int, int, int], tuple[int, ...]]):
-        return tuple(shape(*nhw) for nhw in (profile.min, profile.opt, profile.max))
-
-    if graph == "encoder":
-        return {"image": per_input(lambda n, h, w: (n, 3, h, w))}
-    if graph == "dit_step":
-        return {"x": per_input(lambda n, h, w: (n, 4, h, w)),
-                "semantics": per_input(lambda n, h, w: (n, (h // 16) * (w // 16), SEMANTICS_DIM)),
-                "timestep": per_input(lambda n, h, w: (n,))}
-    raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
+    return dict(onnx_dtype=precision, strongly_typed=True, builder_flags=[], cleared_flags=cleared)
 
 
 def check_in_profile(profile: ShapeProfile, n: int, height: int, width: int) -> None:
-    """Raises ValueError, naming the profile and what to change, for an input the engines do not take."""
-    if height % 16 or width % 16:
-        raise ValueError(f"TensorRT engines take heights and widths that are multiples of 16, got {height} x {width}")
-    if not profile.contains(n, height, width):
-        raise ValueError(
-            f"input N,H,W {n}x{height}x{width} is outside the TensorRT engines' shape profile ({profile}): "
-            f"raise BackendOptions.max_height / max_width (the engines are then rebuilt) or lower the "
-            f"processing size")
+    """Raises ValueError with ``profiles.profile_refusal``'s reason for an input the engines do not take."""
+    refusal = profile_refusal(profile, n, height, width)
+    if refusal is not None:
+        raise ValueError(refusal)
 
 
 def workspace_bytes(total_memory_bytes: int) -> int:
@@ -206,13 +174,6 @@ def build_engine(trt, onnx_path: str | Path, input_shapes: dict, plan: dict, wor
     for flag in plan["cleared_flags"]:
         if hasattr(trt.BuilderFlag, flag):
             config.clear_flag(getattr(trt.BuilderFlag, flag))
-    pinned = {getattr(trt.LayerType, name) for name in plan["fp32_layer_types"]}
-    for index in range(network.num_layers):
-        layer = network.get_layer(index)
-        if layer.type in pinned:
-            layer.precision = trt.float32
-            for output in range(layer.num_outputs):
-                layer.set_output_type(output, trt.float32)
     profile = builder.create_optimization_profile()
     for index in range(network.num_inputs):
         tensor = network.get_input(index)
@@ -352,7 +313,12 @@ class TensorRTBackend(Backend):
                 self.runners[graph] = EngineRunner(trt, engine, self.device)
         self._dit = EngineDiT(self.runners["dit_step"])
 
+    def shape_refusal(self, n: int, height: int, width: int) -> str | None:
+        """Why the engines cannot take an (n, 3, height, width) input (``profiles.profile_refusal``), or None."""
+        return profile_refusal(self.profile, n, height, width)
+
     def _check(self, image: torch.Tensor) -> None:
+        """Last guard before an engine runs (callers ask ``shape_refusal`` first)."""
         n, _, height, width = image.shape
         check_in_profile(self.profile, n, height, width)
 
