@@ -102,12 +102,15 @@ class Row:
 
     Attributes:
         height, width: processing size, px.
-        status: "ok", "unavailable: <why>" (the backend did not start, or fell back) or "failed: <error>".
-        stage_ms: median ms per ``STAGES`` entry.
+        status: "ok", "unavailable: <why>" (the backend did not start, or fell back) or "failed: <error>";
+            ``gpu_check`` also writes "not run: <why>", "crashed: <how>" and "timed out after <s> s".
+        stage_ms: median ms per stage run (``STAGES``, or the subset a check times).
         tflop: FLOP of one frame, 10^12.
         peak_fraction: ideal ms / model ms (0..1).
         peak_mib: peak memory, MiB (CUDA: allocated; CPU: peak RSS growth).
         max_diff, p99_diff: |n - n_torch_fp32| statistics of the normalised log-depth.
+        first_call_ms: wall ms of the first run until its depth is on the host (capture, autotuning and
+            allocation included); None where not measured (``ppd-bench``).
     """
 
     backend: str
@@ -126,6 +129,7 @@ class Row:
     peak_mib: float | None = None
     max_diff: float | None = None
     p99_diff: float | None = None
+    first_call_ms: float | None = None
 
 
 def _rss_mib() -> float:
@@ -135,8 +139,8 @@ def _rss_mib() -> float:
 
 def measure(run_stages: StageRun, steps: int, device: torch.device, repeats: int,
             warmup: int) -> tuple[dict[str, float], float, np.ndarray]:
-    """Median ms per stage over ``repeats`` runs of ``run_stages`` after ``warmup`` runs, the peak memory
-    figure (MiB) and the last run's normalised log-depth."""
+    """Median ms per stage (those ``run_stages`` times, in its order) over ``repeats`` runs of ``run_stages``
+    after ``warmup`` runs, the peak memory figure (MiB) and the last run's normalised log-depth."""
     timesteps = sampling_timesteps(steps)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -151,30 +155,41 @@ def measure(run_stages: StageRun, steps: int, device: torch.device, repeats: int
         peak = torch.cuda.max_memory_allocated(device) / 2 ** 20
     else:
         peak = _rss_mib() - rss_before
-    return {stage: statistics.median(run[stage] for run in runs) for stage in STAGES}, peak, n
+    return {stage: statistics.median(run[stage] for run in runs) for stage in runs[0]}, peak, n
+
+
+def fill_times(row: Row, stage_ms: dict[str, float], dit: nn.Module, encoder: nn.Module, peak: Peak) -> None:
+    """The row's stage medians (ms) and what follows from them alone: total and model ms, FLOP, ideal ms
+    at ``peak`` and the fraction of it reached."""
+    row.stage_ms = stage_ms
+    row.total_ms = sum(stage_ms.values())
+    row.model_ms = stage_ms["semantics"] + stage_ms["sampling"]
+    flop = ppd_image_flops(dit, encoder, row.height, row.width, row.steps)
+    row.tflop = flop / 1e12
+    if peak.tflops:
+        row.ideal_ms = flop / (peak.tflops * 1e12) * 1e3
+        row.peak_fraction = row.ideal_ms / row.model_ms
+
+
+def depth_deviation(depth: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(max, p99) over the pixels of |depth - reference|, two (H, W) normalised log-depths (in float64)."""
+    diff = np.abs(depth.astype(np.float64) - reference)
+    return float(diff.max()), float(np.percentile(diff, 99))
 
 
 def fill_row(row: Row, stage_ms: dict[str, float], depth: np.ndarray, reference: dict, dit: nn.Module,
              encoder: nn.Module, peak: Peak) -> None:
-    """Derived figures of a measured row.
+    """Derived figures of a measured row (``fill_times``, then the speed-up and diffs against the reference).
 
     Args:
         reference: (H, W, steps) -> (baseline total ms, baseline depth); the first row at a size and step
             count (the baseline) is added to it.
         peak: the device's peak for the row's dtype.
     """
+    fill_times(row, stage_ms, dit, encoder, peak)
     key = (row.height, row.width, row.steps)
-    row.stage_ms = stage_ms
-    row.total_ms = sum(stage_ms.values())
-    row.model_ms = stage_ms["semantics"] + stage_ms["sampling"]
     if key not in reference:
         reference[key] = (row.total_ms, depth)
     base_total, base_depth = reference[key]
     row.speedup = base_total / row.total_ms
-    diff = np.abs(depth.astype(np.float64) - base_depth)
-    row.max_diff, row.p99_diff = float(diff.max()), float(np.percentile(diff, 99))
-    flop = ppd_image_flops(dit, encoder, row.height, row.width, row.steps)
-    row.tflop = flop / 1e12
-    if peak.tflops:
-        row.ideal_ms = flop / (peak.tflops * 1e12) * 1e3
-        row.peak_fraction = row.ideal_ms / row.model_ms
+    row.max_diff, row.p99_diff = depth_deviation(depth, base_depth)

@@ -1,7 +1,9 @@
-"""Text of ``ppd-bench``'s results: the header lines, one markdown table per size, the fastest configurations."""
+"""Text of ``ppd-bench``'s results: the header lines, one markdown table per size, the fastest configurations
+(the tables also print ``gpu_check``'s rows, with columns of its own)."""
 from __future__ import annotations
 
 import datetime
+from typing import Callable
 
 import torch
 from torch import nn
@@ -12,7 +14,7 @@ from .flops import Peak
 COLUMNS = ("backend", "dtype", "steps", "decode", "preprocess", "semantics", "DiT step", "sampling", "depth decode",
            "filter", "cloud", "total ms", "speed-up", "model ms", "TFLOP", "ideal ms", "% of peak", "peak MiB",
            "max diff", "p99 diff", "note")
-"""Columns of the printed tables (stage columns in ms)."""
+"""Columns of ``ppd-bench``'s tables (stage columns in ms); ``row_cells`` also fills "first call ms"."""
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -26,10 +28,17 @@ def _ms(value: float | None) -> str:
     return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.1f}"
 
 
+def device_label(device: torch.device) -> str:
+    """The CUDA device's name, or "cpu (<instruction set torch uses>)"."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def header_lines(device: torch.device, architecture: str, repeats: int, warmup: int, dit: nn.Module,
                  encoder: nn.Module, peaks: dict[str, Peak]) -> list[str]:
     """The run's settings, the peaks behind the ideal times and what each column means."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.backends.cpu.get_cpu_capability()})"
+    name = device_label(device)
     millions = lambda module: sum(p.numel() for p in module.parameters()) / 1e6  # noqa: E731
     weights = "trained" if architecture == "bundled" else "random weights"
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -50,29 +59,52 @@ def header_lines(device: torch.device, architecture: str, repeats: int, warmup: 
     ]
 
 
-def format_row(row: Row) -> str:
-    """One table line: ``COLUMNS`` of a measured row, or dashes and the status of another."""
+def _sci(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2e}"
+
+
+def baseline_note(row: Row) -> str:
+    """``ppd-bench``'s note of a measured row: "baseline" on torch fp32, the reference of its ratios and diffs."""
+    return "baseline" if (row.backend, row.dtype) == BASELINE else ""
+
+
+def row_cells(row: Row, note: Callable[[Row], str] = baseline_note) -> dict[str, str]:
+    """The text of a measured row in every column (``COLUMNS`` and "first call ms"; a stage the row did
+    not time, or a figure it lacks: "-")."""
+    s = row.stage_ms
+    stage = lambda name: _ms(s.get(name))  # noqa: E731
+    return {
+        "backend": row.backend, "dtype": row.dtype, "steps": str(row.steps), "decode": stage("decode"),
+        "preprocess": stage("preprocess"), "semantics": stage("semantics"), "DiT step": _ms(s["sampling"] / row.steps),
+        "sampling": stage("sampling"), "depth decode": stage("depth_decode"), "filter": stage("filter"),
+        "cloud": stage("cloud"), "total ms": _ms(row.total_ms), "first call ms": _ms(row.first_call_ms),
+        "speed-up": _fmt(row.speedup), "model ms": _ms(row.model_ms), "TFLOP": f"{row.tflop:.4g}",
+        "ideal ms": _ms(row.ideal_ms),
+        "% of peak": "-" if row.peak_fraction is None else f"{100 * row.peak_fraction:.1f}",
+        "peak MiB": _fmt(row.peak_mib, 1), "max diff": _sci(row.max_diff), "p99 diff": _sci(row.p99_diff),
+        "note": note(row),
+    }
+
+
+def format_row(row: Row, columns: tuple[str, ...] = COLUMNS, note: Callable[[Row], str] = baseline_note) -> str:
+    """One table line: ``columns`` (backend, dtype and steps first, note last) of a measured row
+    (``row_cells``), or dashes and the status of another."""
     if row.status != "ok":
         cells = [row.backend, row.dtype, "-" if row.steps is None else str(row.steps)]
-        cells += ["-"] * (len(COLUMNS) - 4) + [row.status]
+        cells += ["-"] * (len(columns) - 4) + [row.status]
         return "| " + " | ".join(cells) + " |"
-    s = row.stage_ms
-    cells = [row.backend, row.dtype, str(row.steps), _ms(s["decode"]), _ms(s["preprocess"]), _ms(s["semantics"]),
-             _ms(s["sampling"] / row.steps), _ms(s["sampling"]), _ms(s["depth_decode"]), _ms(s["filter"]),
-             _ms(s["cloud"]), _ms(row.total_ms), _fmt(row.speedup), _ms(row.model_ms), f"{row.tflop:.4g}",
-             _ms(row.ideal_ms), "-" if row.peak_fraction is None else f"{100 * row.peak_fraction:.1f}",
-             _fmt(row.peak_mib, 1), f"{row.max_diff:.2e}", f"{row.p99_diff:.2e}",
-             "baseline" if (row.backend, row.dtype) == BASELINE else ""]
-    return "| " + " | ".join(cells) + " |"
+    cells = row_cells(row, note)
+    return "| " + " | ".join(cells[column] for column in columns) + " |"
 
 
-def format_tables(rows: list[Row], sizes: list[tuple[int, int]]) -> str:
-    """One markdown table per (H, W) size, rows by (backend, dtype, steps) in run order."""
-    align = "|" + "|".join("---" if c in ("backend", "dtype", "note") else "---:" for c in COLUMNS) + "|"
+def format_tables(rows: list[Row], sizes: list[tuple[int, int]], columns: tuple[str, ...] = COLUMNS,
+                  note: Callable[[Row], str] = baseline_note) -> str:
+    """One markdown table of ``columns`` per (H, W) size, rows by (backend, dtype, steps) in run order."""
+    align = "|" + "|".join("---" if c in ("backend", "dtype", "note") else "---:" for c in columns) + "|"
     out = []
     for height, width in sizes:
-        out += ["", f"### {width}x{height} (W x H)", "", "| " + " | ".join(COLUMNS) + " |", align]
-        out += [format_row(row) for row in rows if (row.height, row.width) == (height, width)]
+        out += ["", f"### {width}x{height} (W x H)", "", "| " + " | ".join(columns) + " |", align]
+        out += [format_row(row, columns, note) for row in rows if (row.height, row.width) == (height, width)]
     return "\n".join(out)
 
 

@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from pixel_perfect_ros.inference.backends import create_backend
+from pixel_perfect_ros.inference.backends import create_backend, tensorrt_backend
+from pixel_perfect_ros.inference.backends.torch_backend import TorchBackend
 from pixel_perfect_ros.inference.benchmark import STAGES
 from pixel_perfect_ros.inference.benchmark_report import COLUMNS
 from pixel_perfect_ros.ros import benchmark
@@ -71,6 +72,20 @@ def test_a_failing_run_is_reported(capsys, monkeypatch):
     assert bench.main(["--smoke", "--steps", "1,2", "--backends", "torch", "--dtypes", "fp32"]) == 0
     _, body = _table(capsys.readouterr().out)
     assert body[1][-1] == "failed: RuntimeError: out of memory"
+
+
+def test_a_backend_falling_back_on_a_frame_is_reported_not_timed(capsys, monkeypatch):
+    class FailingEngine(TorchBackend):
+        name = "tensorrt"
+
+        def sample(self, *args):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+    monkeypatch.setattr(tensorrt_backend, "TensorRTBackend", FailingEngine)
+    assert bench.main(["--smoke", "--steps", "1,2", "--backends", "torch,tensorrt", "--dtypes", "fp32"]) == 0
+    _, body = _table(capsys.readouterr().out)
+    assert [(row[0], row[2]) for row in body] == [("torch", "1"), ("torch", "2"), ("tensorrt", "1")]
+    assert body[2][-1].startswith("failed: backend tensorrt failed on a frame (RuntimeError: TensorRT execute_async_v3")
+    assert all(cell == "-" for cell in body[2][3:-1])  # torch ran in its place: no figures under its name
 
 
 @pytest.mark.parametrize("argv", [["--sizes", "64x40"], ["--sizes", ""], ["--steps", "0"], ["--backends", "tvm"],
