@@ -14,6 +14,7 @@ Every random choice uses an explicit seeded generator; numpy's global RNG is nev
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +126,14 @@ def recover_metric_depth_ransac(pred: np.ndarray, gt: np.ndarray, mask: np.ndarr
         ValueError: shapes differ, mask not boolean, or the mask is empty (the official code fails
             there too, on ``max`` of an empty array).
     """
+    return ransac_metric_decoder(pred, gt, mask, seed)(pred)
+
+
+def ransac_metric_decoder(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray,
+                          seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """The decoding ``recover_metric_depth_ransac`` fits on ``pred`` (same arguments), as a function
+    that applies it to any normalised log depth of the image (e.g. other samples of the same frame):
+    (H, W) -> (H, W) float32 metres in ``[1e-3, max(gt[mask])]``."""
     _check_same_shape(pred, gt, mask)
     if not mask.any():
         raise ValueError("mask selects no pixel; metric recovery needs at least one reference depth")
@@ -132,16 +141,23 @@ def recover_metric_depth_ransac(pred: np.ndarray, gt: np.ndarray, mask: np.ndarr
     gt_masked = gt[mask].astype(np.float32)  # (N,) metres
     fit = fit_log_affine_ransac(pred, gt, mask, seed=seed)
     if fit.a > 0:
-        log_depth = fit.a * pred32 + fit.b  # float32: a, b are Python floats (weak scalars)
+        scale, shift = fit.a, fit.b  # Python floats (weak scalars): the arithmetic stays float32
     else:
         x_mean = np.mean(pred32[mask])
         y_mean = np.mean(np.log(gt_masked + 1.0))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # x_mean == 0 -> inf, as official
-            log_depth = pred32 * (y_mean / x_mean)
-    with np.errstate(over="ignore"):  # exp overflow -> inf, clipped to max(gt) below
-        depth = np.exp(log_depth) - 1.0
-    return np.clip(depth, METRIC_DEPTH_MIN_M, np.max(gt_masked))
+            scale, shift = y_mean / x_mean, None
+    max_depth = np.max(gt_masked)
+
+    def decode(n: np.ndarray) -> np.ndarray:
+        n32 = n.astype(np.float32)
+        log_depth = n32 * scale if shift is None else scale * n32 + shift
+        with np.errstate(over="ignore"):  # exp overflow -> inf, clipped to max(gt) below
+            depth = np.exp(log_depth) - 1.0
+        return np.clip(depth, METRIC_DEPTH_MIN_M, max_depth)
+
+    return decode
 
 
 def fit_scale_shift(x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
