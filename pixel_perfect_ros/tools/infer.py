@@ -3,7 +3,9 @@
 Writes, per image, ``<name>_depth.npy`` (float32 normalised log-depth at the input resolution),
 ``<name>_depth16.png`` (the same on a fixed 16-bit scale, see ``depth_io.PNG16_RANGE``) and
 ``<name>_depth_color.png``; nothing for an image that cannot be read or whose depth has almost no valid
-pixels (``geometry.validity``). Exit status: 0 all written, 1 some images failed (the others are
+pixels (``geometry.validity``). With ``--samples N`` (N >= 2) the depth is the mean of N diffusion samples
+and ``<name>_uncertainty.npy`` / ``<name>_uncertainty.png`` hold their per-pixel relative spread
+(``geometry.uncertainty``). Exit status: 0 all written, 1 some images failed (the others are
 written), 2 bad arguments (checked before the model loads), missing or wrong checkpoints.
 """
 from __future__ import annotations
@@ -16,19 +18,29 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..evaluation.depth_io import write_depth
+from ..evaluation.depth_io import colorize, write_depth
 from ..geometry.decoding import RelativeDecoder
+from ..geometry.uncertainty import published_uncertainty, sample_spread
 from ..geometry.validity import MIN_VALID_FRACTION, valid_fraction
 from ..inference import bundled
 from ..inference.backends import BACKENDS, BackendOptions
 from ..inference.checkpoints import CheckpointError
 from ..inference.loader import load_model, model_files
+from ..inference.pipeline import MAX_SAMPLES, check_samples
 from ..inference.preprocess import DEFAULT_TARGET_AREA
 from ..inference.sampling import DTYPES
 from .cli import add_threads_argument, positive_int, target_area, torch_device_name
 from .model_arguments import add_model_arguments, requested_model, torch_threads
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def sample_count(text: str) -> int:
+    """argparse type: ``--samples``, an integer from 1 to ``pipeline.MAX_SAMPLES``."""
+    try:
+        return check_samples(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to {MAX_SAMPLES}, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch device: cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="precision (default: fp32)")
     parser.add_argument("--seed", type=int, default=0, help="initial-noise seed (default: 0)")
+    parser.add_argument("--samples", type=sample_count, default=1, metavar="N",
+                        help=f"depth samples per image, 1 to {MAX_SAMPLES} (default: 1). With N >= 2 the depth is "
+                        "their mean and <name>_uncertainty.npy/.png hold their relative spread; costs N DiT "
+                        "passes per step (batched), one semantics pass")
     parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
                         help="what runs the model (default: auto = torch_cuda_graph on CUDA, torch on CPU); one "
                         "that cannot start falls back to torch, saying why")
@@ -96,6 +112,33 @@ def depth_problem(depth: np.ndarray) -> str | None:
             f"{100 * MIN_VALID_FRACTION:g} %; NaN or inf: a broken checkpoint, or an fp16 overflow?)")
 
 
+def decoded_uncertainty(samples: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """(H0, W0) float32 uncertainty of the written ``depth`` (normalised log-depth, the samples' mean)
+    from its (N, H0, W0) ``samples``: ``geometry.uncertainty.published_uncertainty`` of the depth decoded
+    as ``depth_problem`` decodes it (``RelativeDecoder``: not metric, so the relative spread,
+    std(exp(sample)) / exp(depth), unitless); NaN exactly where that decoded depth is invalid."""
+    decoder = RelativeDecoder()
+    return published_uncertainty(sample_spread(decoder, samples), decoder(depth), decoder.is_metric)
+
+
+def colorize_uncertainty(uncertainty: np.ndarray) -> np.ndarray:
+    """(H, W) uncertainty -> (H, W, 3) uint8 BGR image, inferno from 0 (dark) to the image's largest finite
+    value (bright), +inf (samples disagreeing on validity) brightest, NaN black (as the depth colour image)."""
+    finite = np.isfinite(uncertainty)
+    hi = float(uncertainty[finite].max()) if finite.any() else 0.0
+    hi = hi if hi > 0 else 1.0
+    return colorize(np.where(np.isposinf(uncertainty), hi, uncertainty), 0.0, hi, cv2.COLORMAP_INFERNO)
+
+
+def write_uncertainty(uncertainty: np.ndarray, out_dir: Path, stem: str) -> list[Path]:
+    """Write ``<stem>_uncertainty.npy`` (float32) and ``<stem>_uncertainty.png`` (``colorize_uncertainty``)."""
+    paths = [out_dir / f"{stem}_uncertainty.npy", out_dir / f"{stem}_uncertainty.png"]
+    np.save(paths[0], uncertainty.astype(np.float32))
+    if not cv2.imwrite(str(paths[1]), colorize_uncertainty(uncertainty)):
+        raise OSError(f"could not write {paths[1]}")
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with torch_threads(args.threads):
@@ -117,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         model_files(request)  # the files exist, and the output folder can be made, before the slow load
         args.out.mkdir(parents=True, exist_ok=True)
         loaded = load_model(request)
+        if args.samples != 1:
+            loaded.model.samples = args.samples
     except (CheckpointError, ValueError, RuntimeError, OSError) as exc:
         print(f"ppd-infer: {exc}", file=sys.stderr)
         return 2
@@ -136,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
             failed.append(f"{path}: {problem}")
             continue
         write_depth(prediction.depth, args.out, stem)
+        if prediction.samples is not None:
+            write_uncertainty(decoded_uncertainty(prediction.samples, prediction.depth), args.out, stem)
     for message in failed:
         print(f"ppd-infer: skipped {message}", file=sys.stderr)
     print(f"ppd-infer: wrote {len(images) - len(failed)} of {len(images)} depth maps to {args.out}", file=sys.stderr)

@@ -11,6 +11,7 @@ import torch
 from checkpoint_files import tiny_video_models, write_ppd_checkpoint, write_video_checkpoints
 
 from pixel_perfect_ros.evaluation.depth_io import from_png16, to_png16
+from pixel_perfect_ros.geometry.decoding import RelativeDecoder
 from pixel_perfect_ros.tools import infer, infer_video
 from pixel_perfect_ros.tools.infer import build_parser, main, unique_stems
 
@@ -83,9 +84,63 @@ def test_an_unavailable_backend_falls_back_to_torch_and_says_why(tiny_checkpoint
     assert "running torch instead" not in capsys.readouterr().err  # auto on CPU is torch: nothing to fall back from
 
 
+def test_samples_write_the_mean_depth_and_its_uncertainty(tiny_checkpoints, images, tmp_path, capsys):
+    for name, extra in (("two", ["--samples", "2"]), ("s3", []), ("s4", ["--seed", "4"])):
+        assert run(tiny_checkpoints, [images / "a.png"], tmp_path / name, "--steps", "2", "--seed", "3", *extra) == 0
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
+        "a_depth.npy", "a_depth16.png", "a_depth_color.png", "a_uncertainty.npy", "a_uncertainty.png"]
+    assert sorted(p.name for p in (tmp_path / "s3").iterdir()) == ["a_depth.npy", "a_depth16.png", "a_depth_color.png"]
+    singles = np.stack([np.load(tmp_path / name / "a_depth.npy") for name in ("s3", "s4")])  # seeds 3 and 3 + 1
+    depth = np.load(tmp_path / "two" / "a_depth.npy")
+    np.testing.assert_allclose(depth, singles.mean(axis=0), atol=1e-5)  # the mean of the samples
+    uncertainty = np.load(tmp_path / "two" / "a_uncertainty.npy")
+    assert uncertainty.shape == (48, 64) and uncertainty.dtype == np.float32 and np.isfinite(uncertainty).all()
+    # relative mode: std of the samples' exp(n) over exp(n) of the written depth (unitless)
+    np.testing.assert_allclose(uncertainty, np.exp(singles).std(axis=0) / np.exp(depth), rtol=1e-4, atol=1e-6)
+    assert uncertainty.max() > 1e-3
+    assert cv2.imread(str(tmp_path / "two" / "a_uncertainty.png")).shape == (48, 64, 3)
+    assert "wrote 1 of 1 depth maps" in capsys.readouterr().err
+
+
+class InvalidBand:
+    """The loaded model, with rows 0-3 of its depth NaN, rows 4-5 too far and column 0 too near to decode
+    (``samples`` goes to the model, as ppd-infer sets it)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    samples = property(lambda self: self.model.samples, lambda self, count: setattr(self.model, "samples", count))
+
+    def __call__(self, rgb):
+        prediction = self.model(rgb)
+        prediction.depth[:4], prediction.depth[4:6], prediction.depth[:, 0] = np.nan, 200.0, -200.0
+        return prediction
+
+
+def test_the_uncertainty_is_nan_exactly_where_the_written_depth_is_invalid(tiny_checkpoints, images, tmp_path,
+                                                                          monkeypatch):
+    load_model = infer.load_model
+
+    def with_invalid_band(request):
+        loaded = load_model(request)
+        return replace(loaded, model=InvalidBand(loaded.model))
+    monkeypatch.setattr(infer, "load_model", with_invalid_band)
+    out = tmp_path / "o"
+    assert run(tiny_checkpoints, [images / "a.png"], out, "--steps", "1", "--samples", "2") == 0
+    depth, uncertainty = np.load(out / "a_depth.npy"), np.load(out / "a_uncertainty.npy")
+    invalid = np.zeros((48, 64), bool)
+    invalid[:6], invalid[:, 0] = True, True
+    assert np.array_equal(~(np.isfinite(RelativeDecoder()(depth))), invalid)  # the band was written as made
+    assert uncertainty.shape == (48, 64) and uncertainty.dtype == np.float32
+    assert np.array_equal(np.isnan(uncertainty), invalid) and np.isfinite(uncertainty[~invalid]).all()
+    color = cv2.imread(str(out / "a_uncertainty.png"))
+    assert (color[invalid] == 0).all() and color[~invalid].any()
+
+
 def test_backend_arguments_default_to_auto_and_the_default_cache():
     args = build_parser().parse_args(["img.png", "--out", "o"])
     assert (args.backend, args.engine_dir, args.force_engine_update) == ("auto", None, False)
+    assert args.samples == 1 and build_parser().parse_args(["img.png", "--out", "o", "--samples", "16"]).samples == 16
 
 
 def test_unreadable_image_is_skipped_and_reported(tiny_checkpoints, images, tmp_path, capsys):
@@ -209,7 +264,8 @@ def test_wrong_checkpoint_is_a_clear_error(tiny_checkpoints, images, tmp_path, c
 
 
 @pytest.mark.parametrize("bad", [["--steps", "0"], ["--target-area", "x"], ["--semantics-type", "dino"],
-                                 ["--backend", "tensorflow"], []])
+                                 ["--backend", "tensorflow"], ["--samples", "0"], ["--samples", "17"],
+                                 ["--samples", "2.5"], []])
 def test_parser_rejects_bad_arguments(bad, capsys):
     required = ["img.png", "--checkpoint", "c", "--semantics", "s", "--out", "o"] if bad else ["img.png"]
     with pytest.raises(SystemExit) as info:

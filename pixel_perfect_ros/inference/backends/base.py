@@ -89,6 +89,10 @@ class Backend(ABC):
     fallback: str = ""
     """'' or why ``torch`` runs in place of this backend since a failure during the run
     (``fallback.FallbackBackend``)."""
+    max_batch: int | None = None
+    """Largest N that ``sample`` (and ``encode``) take, None for any: the image pipeline runs several
+    depth samples of one image in chunks of at most this many, so that a backend whose engines are built
+    for batch 1 is never asked for more (and never falls back to torch for it)."""
 
     def __init__(self, dit: nn.Module, encoder: nn.Module, device: torch.device, dtype: str,
                  options: BackendOptions = BackendOptions()):

@@ -61,6 +61,14 @@ class FallbackBackend(Backend):
         active = self._torch if self._torch is not None else self.primary
         return active.degraded if active is not None else ""
 
+    @property
+    def max_batch(self) -> int | None:
+        """The running backend's batch limit: the primary's; None (any) once torch runs; 1 while the
+        primary is being rebuilt (a batch of 1 is what every backend takes)."""
+        if self._torch is not None:
+            return self._torch.max_batch
+        return self.primary.max_batch if self.primary is not None else 1
+
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         return self._call("encode", image)
 

@@ -145,6 +145,8 @@ class OnnxRuntimeBackend(Backend):
         session_providers: graph ("encoder" | "dit_step") -> that session's providers.
         profile: the TensorRT provider's shape profile (``profiles.profile_shapes``).
         exported_range: the (N, H, W) range the exported graphs take.
+        max_batch: the largest N the sessions take: the TensorRT provider's profile batch when it runs,
+            else the exported graphs' maximum (``onnx_export.MAX_BATCH``).
 
     Raises (from the constructor): BackendUnavailable when onnxruntime is missing, lacks the execution
     provider that the device and dtype need, or its GPU providers do not start.
@@ -173,6 +175,7 @@ class OnnxRuntimeBackend(Backend):
         self.encoder_session, self.dit_session = sessions["encoder"], sessions["dit_step"]
         self.session_providers = {graph: list(session.get_providers()) for graph, session in sessions.items()}
         self.providers, self.degraded = started_providers(requested, self.session_providers)
+        self.max_batch = (self.profile if TENSORRT_PROVIDER in self.providers else self.exported_range).max[0]
 
     @staticmethod
     def _session(ort, path: Path, providers: list[str], options: list[dict]):

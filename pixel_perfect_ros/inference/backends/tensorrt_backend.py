@@ -44,7 +44,7 @@ from torch import nn
 from ..sampling import DTYPES, sample_depth
 from .base import Backend, BackendOptions, BackendUnavailable
 from .engine_cache import BuildProgress, EngineCache, ShapeProfile, engine_key
-from .profiles import GRAPHS, graph_input_shapes, profile_refusal, profile_shapes
+from .profiles import BATCH, GRAPHS, graph_input_shapes, profile_refusal, profile_shapes
 
 ONNX_OPSET = 18
 """Opset of the parsed graphs: TensorRT 10.3's parser has no ``Attention`` op (added in 10.14); from 17 on,
@@ -270,6 +270,7 @@ class TensorRTBackend(Backend):
     """
 
     name = "tensorrt"
+    max_batch = BATCH  # the engines' profiles (min = opt = max batch)
 
     def __init__(self, dit: nn.Module, encoder: nn.Module, device: torch.device, dtype: str,
                  options: BackendOptions = BackendOptions(), log: Callable[[str], None] | None = None):
