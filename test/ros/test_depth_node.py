@@ -44,10 +44,10 @@ DIAGNOSTIC_KEYS = {
     "rate_hz", "mean_decode_ms", "mean_preprocess_ms", "mean_semantics_ms", "mean_sampling_ms",
     "mean_postprocess_ms", "mean_publish_ms", "mean_total_ms", "frames_received", "frames_processed",
     "frames_dropped", "frames_rejected", "frames_idle", "frames_lost", "frames_failed", "model", "backend", "backend_requested",
-    "backend_fallback", "device", "dtype", "steps", "depth_mode", "is_metric",
+    "backend_fallback", "device", "dtype", "steps", "uncertainty_samples", "depth_mode", "is_metric",
 }
 """/diagnostics values (docs/node.md): rate, mean latency per stage, counters, model and backend (running,
-requested, why they differ), and the node's device, dtype, steps, depth_mode and is_metric."""
+requested, why they differ), and the node's device, dtype, steps, uncertainty_samples, depth_mode and is_metric."""
 STAGES_MS = ("decode_ms", "preprocess_ms", "semantics_ms", "sampling_ms", "postprocess_ms", "publish_ms")
 
 
@@ -788,8 +788,8 @@ def test_a_signal_while_the_model_loads_ends_start_up_without_a_traceback(tiny_c
     process's sitecustomize wraps ``load_model`` to say so on stderr and wait."""
     with (tmp_path / "sitecustomize.py").open("a") as site:
         site.write("import threading\nimport pixel_perfect_ros.inference.loader as loader\n_load = loader.load_model\n"
-                   "def load_model(request):\n    print('LOADING', file=sys.stderr, flush=True)\n"
-                   "    threading.Event().wait(60)\n    return _load(request)\nloader.load_model = load_model\n")
+                   "def load_model(request, **kwargs):\n    print('LOADING', file=sys.stderr, flush=True)\n"
+                   "    threading.Event().wait(60)\n    return _load(request, **kwargs)\nloader.load_model = load_model\n")
     args = ["--ros-args", "-p", f"checkpoint:={tiny_checkpoints['ppd']}", "-p", f"semantics:={tiny_checkpoints['da2']}"]
     with depth_node_process(args, node_env) as (process, stderr):
         wait_for(lambda: "LOADING" in stderr() or process.poll() is not None, timeout=60, what="the model loading")
