@@ -3,7 +3,9 @@
 :class:`Evaluation` scores each frame with both alignment protocols (the official RANSAC in
 ``log(1 + d)``; least squares in disparity), without alignment when the depth is metric, and with the
 edge-aware chamfer distance; over the sequence it adds the temporal alignment error (when poses are
-given) and the flicker and writes ``metrics.json``, ``frames.csv`` and a self-contained ``report.html``.
+given) and the flicker, and, for frames published with an uncertainty (several diffusion samples), how well
+it ranks the errors (AUSE, Spearman); it writes ``metrics.json``, ``frames.csv`` and a self-contained
+``report.html``.
 :func:`write_aggregate_report` joins several sequences' summaries into one report;
 :func:`write_comparison_report` sets several runs over the same sequence side by side (``ppd-demo --mode
 both``: the node's image and video modes). Used by ``ppd-bag-eval``, ``ppd-bag-replay`` and ``ppd-demo``.
@@ -19,6 +21,7 @@ import io
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +39,7 @@ from ..geometry.metrics import (
     temporal_alignment_error,
 )
 from ..geometry.projection import back_project, scale_intrinsics
+from ..geometry.uncertainty import ause, spearman
 from . import report
 
 if TYPE_CHECKING:
@@ -55,6 +59,10 @@ FRAME_FIELDS = ("stamp_ns", "time_s", "scored", "is_metric")
 """Per-frame entries that are not metrics."""
 TEMPORAL_KEYS = ("tae", "tae_metric", "flicker", "flicker_metric")
 """The temporal measures of a summary's ``"tae"`` entry."""
+UNCERTAINTY_ROWS = (("uncertainty.ause_m", "uncertainty AUSE (m)"),
+                    ("uncertainty.ause_random_m", "uncertainty AUSE, random order (m)"),
+                    ("uncertainty.spearman", "uncertainty Spearman vs |error|"))
+"""The per-frame uncertainty metrics (frames with a published uncertainty) and their headline rows."""
 
 
 @dataclass
@@ -95,7 +103,8 @@ class Evaluation:
     # ----------------------------------------------------------------------------------------------
 
     def add(self, stamp_ns: int, rgb: np.ndarray, gt: np.ndarray | None, K: np.ndarray, depth: np.ndarray,
-            is_metric: bool, pose: np.ndarray | None = None, timings_ms: dict[str, float] | None = None) -> dict:
+            is_metric: bool, pose: np.ndarray | None = None, timings_ms: dict[str, float] | None = None,
+            uncertainty: np.ndarray | None = None) -> dict:
         """Score one frame and keep it for the report.
 
         Scores: ``ransac_log`` (the official fit of ``log(1 + gt)`` on ``log1p(depth)`` when metric,
@@ -103,7 +112,8 @@ class Evaluation:
         ``lsq_disparity``, ``none`` (only when ``is_metric``), each with AbsRel, delta 0.5/1/2/3 and the
         fraction of GT pixels with a prediction; the edge-aware chamfer of the RANSAC-aligned depth
         (``chamfer_ransac_m``) and of the metric depth when ``is_metric`` (``chamfer_metric_m``). A frame
-        with fewer than 2 GT pixels that have a prediction is counted but not scored.
+        with fewer than 2 GT pixels that have a prediction is counted but not scored. With ``uncertainty``:
+        ``uncertainty.ause_m``, ``uncertainty.ause_random_m`` and ``uncertainty.spearman`` (``_uncertainty``).
 
         Args:
             stamp_ns: the frame's stamp, nanoseconds.
@@ -117,6 +127,9 @@ class Evaluation:
             is_metric: whether ``depth`` is in metres.
             pose: (4, 4) ``T_world_from_cam`` of the frame, metres, for the temporal alignment error; None = none.
             timings_ms: processing time per stage, ms (``total_ms`` is their sum).
+            uncertainty: (h, w) float published uncertainty of ``depth`` (``depth/uncertainty``: metres if
+                ``is_metric``, else relative; NaN where ``depth`` is invalid, +inf where the samples disagree
+                on whether there is depth); None = none.
 
         Returns:
             The frame's flat metrics dict (``"ransac_log.abs_rel"``, ``"chamfer_ransac_m"``, timings, ...).
@@ -126,7 +139,7 @@ class Evaluation:
                   "is_metric": bool(is_metric)}
         self.frames.append(record)
         if gt is not None:
-            self._score(record, rgb, gt.astype(np.float32, copy=False), K, depth, is_metric, pose)
+            self._score(record, rgb, gt.astype(np.float32, copy=False), K, depth, is_metric, pose, uncertainty)
         for name, value in (timings_ms or {}).items():
             record[name] = float(value)
             if name not in self._stages:
@@ -136,8 +149,10 @@ class Evaluation:
         return record
 
     def _score(self, record: dict, rgb: np.ndarray, gt: np.ndarray, K: np.ndarray, depth: np.ndarray,
-               is_metric: bool, pose: np.ndarray | None) -> None:
+               is_metric: bool, pose: np.ndarray | None, uncertainty: np.ndarray | None = None) -> None:
         """Add the metrics of ``add`` to ``record`` (the last of ``frames``) and keep the frame's panel."""
+        if uncertainty is not None:
+            uncertainty, _ = _resize_to(uncertainty, K, gt.shape)
         depth, K = _resize_to(depth, K, gt.shape)
         valid = np.isfinite(gt) & (gt > GT_MIN_DEPTH_M)  # (Hg, Wg)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -155,7 +170,30 @@ class Evaluation:
             record.update(_prefixed("none", aligned_metrics(depth, gt, valid, protocol="none")))
             record["chamfer_metric_m"] = edge_aware_chamfer(depth, gt, K)
             self._count_errors("none", depth, gt, valid)
+        if uncertainty is not None:
+            record.update(self._uncertainty(depth if is_metric else aligned, gt, valid, uncertainty))
         self._keep_panel(len(self.frames) - 1, rgb, gt, depth, aligned, K, pose)
+
+    def _uncertainty(self, pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, uncertainty: np.ndarray
+                     ) -> dict[str, float]:
+        """How well ``uncertainty`` ranks the absolute error ``|pred - gt|`` (metres) over the evaluated
+        pixels (GT valid, a prediction and an uncertainty there): ``uncertainty.ause_m``
+        (``geometry.uncertainty.ause``: 0 = ranked as the error itself), ``uncertainty.ause_random_m`` (the
+        same for a seeded random order, for reference: a useful uncertainty is well below it) and
+        ``uncertainty.spearman``; +inf (the samples disagree on whether there is depth) ranks as the most
+        uncertain. ``pred``: the metric depth as published, or the RANSAC-aligned relative depth. NaN
+        when fewer than 3 pixels qualify (Spearman also for a constant uncertainty or error)."""
+        keep = valid & np.isfinite(pred) & ~np.isnan(uncertainty)
+        names = [key for key, _ in UNCERTAINTY_ROWS]
+        if keep.sum() < 3:
+            return dict.fromkeys(names, math.nan)
+        error = np.abs(pred[keep] - gt[keep]).astype(np.float64)
+        score = np.minimum(uncertainty[keep].astype(np.float64), np.finfo(np.float64).max)  # +inf: first
+        order = np.random.default_rng(self.seed).random(error.shape)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy's warning for a constant input: NaN
+            correlation = spearman(error, score)
+        return dict(zip(names, (ause(error, score), ause(error, order), correlation)))
 
     def _count_errors(self, protocol: str, pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> None:
         """Add the frame's relative errors ``|pred - gt| / gt`` on valid pixels to the protocol's histogram."""
@@ -531,6 +569,7 @@ def headline_rows(summary: dict) -> list[tuple]:
             rows.append((f"{name} (clip lsq disparity)", temporal[key], "", ""))
             if math.isfinite(temporal[f"{key}_metric"]):
                 rows.append((f"{name} (metric as published)", temporal[f"{key}_metric"], "", ""))
+    rows += [(name, metrics[key]["mean"], "", "") for key, name in UNCERTAINTY_ROWS if key in metrics]
     return rows
 
 
@@ -567,6 +606,11 @@ on the frames decimated to at most 320 px wide.</li>
 <li><b>flicker</b>: frame-to-frame jitter: on the pixels whose true depth changes by less than 1 % from one frame to
 the next, the change of the depth beyond the true change, relative to the true depth (mean; 0 = steady), after
 the same alignment for the whole clip as TAE; on the same decimated frames.</li>
+<li><b>uncertainty AUSE</b> (m; runs with uncertainty_samples &gt; 1): area between the sparsification curve
+of the published uncertainty (mean absolute error |pred - gt| of the pixels left after removing the most uncertain
+0, 5, ..., 95 %) and the oracle's (removing by the error itself), mean per frame; pred is the metric depth as
+published, or the RANSAC-aligned relative depth. 0 = ranks the errors perfectly; <b>random order</b>: the same for
+a random ranking, for reference. <b>Spearman</b>: rank correlation of uncertainty and error.</li>
 <li>Stage times are wall-clock milliseconds of the node's processing path per frame.</li></ul>"""
 
 STYLE = ("body{font-family:sans-serif;max-width:1150px;margin:auto;padding:1em}table{border-collapse:collapse;"

@@ -5,8 +5,9 @@ Each image with its CameraInfo, ground truth, sensor depth and pose (matched by 
 goes through the node's own processor (``processors.py``: decoding, model, depth mode, filters,
 messages); in video mode its stream, one per bag, the frames in bag order, the last incomplete group of
 K frames flushed at the end of the bag. The outputs go to a new bag (``depth/image``,
-``depth/camera_info``, ``depth/points``) and the depth to ``evaluation/sequence.py`` (metrics.json,
-frames.csv, report.html). :func:`write_aggregate` joins several bags' results.
+``depth/camera_info``, ``depth/points``; ``depth/uncertainty`` with uncertainty_samples > 1) and the depth
+(and its uncertainty) to ``evaluation/sequence.py`` (metrics.json, frames.csv, report.html).
+:func:`write_aggregate` joins several bags' results.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from .parameters import NodeSettings, load_node_model
 from .processing import FrameSettings, ProcessedFrame
 from .processors import FrameProcessor, make_processor
 
-OUTPUT_TOPICS = ("/depth/image", "/depth/camera_info", "/depth/points")
+OUTPUT_TOPICS = ("/depth/image", "/depth/camera_info", "/depth/points", "/depth/uncertainty")
 EXIT_CODES = {"ok": 0, "failed": 1, "bad_input": 2, "interrupted": 130}
 """Exit status per bag status; the run exits with the largest of its bags' (an interrupted run: 128 + the
 signal, ``interrupts.exit_status``)."""
@@ -117,13 +118,18 @@ def _open_outputs(job: BagJob, stack: ExitStack) -> BagRecorder:
     return stack.enter_context(BagRecorder(job.out / "depth_bag", job.storage))
 
 
-def _record(recorder: BagRecorder, evaluation: Evaluation, frame: BagFrame, processed: ProcessedFrame) -> None:
-    """One processed frame into the output bag (at its image's stamp) and the evaluation."""
-    for topic, msg in zip(OUTPUT_TOPICS, (processed.depth_msg, processed.info_msg, processed.points_msg)):
+def _record(recorder: BagRecorder, evaluation: Evaluation, removed: Counter, frame: BagFrame,
+            processed: ProcessedFrame) -> None:
+    """One processed frame into the output bag (at its image's stamp) and the evaluation (with its
+    uncertainty, if any); ``removed`` counts the pixels of the uncertainty filter."""
+    messages = (processed.depth_msg, processed.info_msg, processed.points_msg, processed.uncertainty_msg)
+    for topic, msg in zip(OUTPUT_TOPICS, messages):
         if msg is not None:
             recorder.write(topic, msg, frame.stamp_ns)
+    removed["uncertain pixels"] += processed.uncertain_pixels_removed
     evaluation.add(frame.stamp_ns, processed.rgb, frame.gt_depth, processed.K, processed.depth, processed.is_metric,
-                   frame.pose, {**processed.stages_ms, "messages_ms": processed.messages_ms})
+                   frame.pose, {**processed.stages_ms, "messages_ms": processed.messages_ms},
+                   uncertainty=processed.uncertainty)
 
 
 def _process_frame(frame: BagFrame, processor: FrameProcessor, settings: FrameSettings,
@@ -178,6 +184,7 @@ def evaluate_bag(job: BagJob, progress: bool = False, stop: Callable[[], bool] |
     bounds = [None if s is None or start_ns is None else start_ns + round(s * 1e9) for s in (job.start_s, job.end_s)]
     total = math.ceil(count / job.stride) if count is not None and job.start_s is None and job.end_s is None else None
     rejected: Counter[str] = Counter()
+    removed: Counter[str] = Counter()
     recorder = None
     with ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=total, unit="frame", desc=job.bag.name, disable=not progress,
@@ -188,7 +195,7 @@ def evaluate_bag(job: BagJob, progress: bool = False, stop: Callable[[], bool] |
                     raise KeyboardInterrupt(STOP_REQUESTED)
                 if recorder is None:
                     recorder = _open_outputs(job, stack)
-                    record = partial(_record, recorder, evaluation)
+                    record = partial(_record, recorder, evaluation, removed)
                 reason = _process_frame(frame, processor, settings, record, job.tolerance_ns)
                 if reason:
                     rejected[reason] += 1
@@ -208,7 +215,7 @@ def evaluate_bag(job: BagJob, progress: bool = False, stop: Callable[[], bool] |
             result.update(status="bad_input", message=f"no image on {job.topics.image} in the selected range")
         return result
     result["frames"] = len(evaluation.frames) + sum(rejected.values()) + processor.dropped + processor.pending
-    notes = _notes(job, node, result, rejected, recorder.counts)
+    notes = _notes(job, node, result, rejected, recorder.counts, removed["uncertain pixels"])
     notes.update(processor.notes())
     with stop_signals(_later) as interrupted:  # the report is written whole
         summary = evaluation.write(job.out, complete=result["status"] == "ok", notes=notes)
@@ -218,13 +225,19 @@ def evaluate_bag(job: BagJob, progress: bool = False, stop: Callable[[], bool] |
     return {**result, "summary": summary, "report": f"{job.out.name}/report.html"}
 
 
-def _notes(job: BagJob, node: NodeSettings, result: dict, rejected: Counter, counts: dict[str, int]) -> dict:
+def _notes(job: BagJob, node: NodeSettings, result: dict, rejected: Counter, counts: dict[str, int],
+           uncertain_removed: int = 0) -> dict:
     """The report's key/value lines about the run of one bag."""
     topics = ", ".join(f"{role} {topic}" for role, topic in vars(job.topics).items() if topic and role != "pose_frames")
     size = "" if node.mode == "video" else f", target area {node.target_area} px"
+    uncertainty = {}
+    if node.uncertainty_samples > 1:
+        threshold = node.uncertainty_threshold
+        uncertainty["uncertainty"] = f"{node.uncertainty_samples} samples per frame, " + (
+            f"threshold {threshold:g}: {uncertain_removed} pixels removed" if threshold > 0 else "no threshold")
     return {"bag": str(job.bag), "status": result["message"] or "complete", "model": result["model"],
             "mode": node.mode, "depth mode": node.depth_mode,
-            "inference": f"{node.device} {node.dtype}, {node.steps} steps{size}",
+            "inference": f"{node.device} {node.dtype}, {node.steps} steps{size}", **uncertainty,
             "topics": topics, "frames read": str(result["frames"]), "frames rejected": str(sum(rejected.values())),
             **{f"rejected: {reason}": str(n) for reason, n in rejected.items()},
             "output bag": f"{job.out / 'depth_bag'}: " + ", ".join(f"{t} {n}" for t, n in counts.items()),

@@ -5,6 +5,7 @@ Topics (relative to the node namespace, remappable):
          video mode: ``reset_video`` (std_msgs/Empty)
     out: ``depth/image`` (32FC1 metres or relative units, NaN = invalid; or 16UC1 mm, 0 = invalid),
          ``depth/camera_info`` (K, P scaled to the depth image), ``depth/points`` (organized PointCloud2),
+         ``depth/uncertainty`` (32FC1, with uncertainty_samples > 1: the spread of the samples),
          ``depth/status`` (pixel_perfect_ros/DepthStatus), ``/diagnostics``.
 Service (video mode): ``~/reset_video`` (std_srvs/Trigger).
 Every output carries the source image's header (stamp and optical frame_id).
@@ -132,6 +133,7 @@ class DepthNode(Node):
         self._pub_depth = self.create_publisher(Image, "depth/image", out_qos)
         self._pub_info = self.create_publisher(CameraInfo, "depth/camera_info", out_qos)
         self._pub_points = self.create_publisher(PointCloud2, "depth/points", out_qos)
+        self._pub_uncertainty = self.create_publisher(Image, "depth/uncertainty", out_qos)
         self._pub_status = self.create_publisher(DepthStatus, "depth/status", out_qos)
         self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
@@ -152,8 +154,9 @@ class DepthNode(Node):
         self.create_timer(1.0, self._publish_diagnostics)
         video = (f"; video {settings.video_streaming}, {settings.video_frames_per_window} frames per window"
                  if settings.mode == "video" else "")
+        samples = f", {settings.uncertainty_samples} samples per frame" if settings.uncertainty_samples > 1 else ""
         self.get_logger().info(
-            f"model {self.model_id} on {settings.device} ({settings.dtype}, {settings.steps} steps, backend "
+            f"model {self.model_id} on {settings.device} ({settings.dtype}, {settings.steps} steps{samples}, backend "
             f"{self.backend}); depth_mode {settings.depth_mode}; input "
             f"{'image/compressed' if settings.use_compressed else 'image'}{video}"
         )
@@ -225,7 +228,8 @@ class DepthNode(Node):
         """Whether any output has a subscriber (or laziness is off)."""
         if not self._settings.node.lazy:
             return True
-        return any(p.get_subscription_count() > 0 for p in (self._pub_depth, self._pub_info, self._pub_points))
+        return any(p.get_subscription_count() > 0
+                   for p in (self._pub_depth, self._pub_info, self._pub_points, self._pub_uncertainty))
 
     def _on_image(self, msg: Image | CompressedImage, info: dict) -> None:
         wanted = self._wanted()
@@ -306,6 +310,8 @@ class DepthNode(Node):
         self._pub_info.publish(processed.info_msg)
         if processed.points_msg is not None:
             self._pub_points.publish(processed.points_msg)
+        if processed.uncertainty_msg is not None:
+            self._pub_uncertainty.publish(processed.uncertainty_msg)
         published = time.perf_counter()
 
         stages = {
@@ -383,6 +389,9 @@ class DepthNode(Node):
             frames_lost=lost, scale_state=processed.scale_state, valid_fraction=valid,
             flying_pixel_filter=node.flying_pixel_threshold > 0,
             flying_pixels_removed=processed.flying_pixels_removed,
+            uncertainty_samples=processed.uncertainty_samples,
+            uncertainty_filter=processed.uncertainty_samples > 0 and node.uncertainty_threshold > 0,
+            uncertain_pixels_removed=processed.uncertain_pixels_removed,
             **{stage: float(ms) for stage, ms in stages.items()},
             **mode_status,
         )
@@ -431,7 +440,8 @@ class DepthNode(Node):
             "frames_lost": lost, "frames_failed": self._worker.failed,
             "model": self.model_id, "backend": self.backend, "backend_requested": self.backend_requested,
             "backend_fallback": self.backend_fallback, "device": str(self.pipeline.device), "dtype": settings.node.dtype,
-            "steps": self.pipeline.steps, "depth_mode": settings.decoder.mode, "is_metric": settings.decoder.is_metric,
+            "steps": self.pipeline.steps, "uncertainty_samples": getattr(self.pipeline, "samples", 1),
+            "depth_mode": settings.decoder.mode, "is_metric": settings.decoder.is_metric,
         }
         with self._lock:
             mode_status = dict(self._mode_status)

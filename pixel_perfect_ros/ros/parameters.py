@@ -21,6 +21,7 @@ from ..inference.backends import BACKENDS, BackendOptions
 from ..inference.backends.profiles import derived_options
 from ..inference.checkpoints import SEMANTICS_TYPES
 from ..inference.loader import LoadedModel, ModelRequest, load_model
+from ..inference.pipeline import MAX_SAMPLES
 from ..inference.sampling import DTYPES
 from ..inference.video_stream import MODES as VIDEO_STREAMING_MODES
 
@@ -117,6 +118,12 @@ class NodeSettings:
         limits=(256, 4096 * 4096))
     seed: int = parameter(0, "initial-noise seed, the same for every frame; -1 draws fresh noise per frame (video "
         "mode: one noise for the stream, fixed at start)", limits=(-1, 2**31 - 1))
+    uncertainty_samples: int = parameter(1, "image mode: diffusion samples per frame, each from its own initial "
+        "noise, run as one batch (N DiT frame-passes per Euler step, one semantics pass); the depth is their mean "
+        "in normalised log-depth and depth/uncertainty the standard deviation of their decoded depth (metres in "
+        "metric depth modes, divided by the depth in relative mode). 1 = off: one sample, nothing on "
+        "depth/uncertainty. Video mode: 1 only (the stream keeps one initial noise; N samples per frame would "
+        "need N streams)", limits=(1, MAX_SAMPLES))
     # Video mode (read-only)
     video_streaming: str = parameter("stream_exact", "video mode: stream_exact (the cached references run again in "
         "every window) or stream_cached (the references are sampled once per reference set and "
@@ -154,6 +161,10 @@ class NodeSettings:
         "sensor depth used for it, seconds", limits=(0.0, 10.0))
     flying_pixel_threshold: float = parameter(0.0, "edge filter: a pixel between a nearer and a farther neighbour, "
         "each differing by more than this fraction of its depth, is invalid (NaN); 0 = off", limits=(0.0, 1.0))
+    uncertainty_threshold: float = parameter(0.0, "uncertainty filter: a pixel whose relative spread over the "
+        "samples (standard deviation of the decoded depth / the depth) is above this is invalid (NaN) in "
+        "depth/image, depth/points and depth/uncertainty; 0 = off. Applies only with uncertainty_samples >= 2 "
+        "(no effect with 1)", limits=(0.0, 10.0))
     output_resolution: str = parameter("input", "depth size: input (camera image size) or processing (network size)",
         choices=("input", "processing"))
     output_encoding: str = parameter("32FC1", "depth/image encoding: 32FC1 (NaN = invalid) or 16UC1 (mm, 0 = invalid)",
@@ -215,6 +226,10 @@ def check_settings(settings: NodeSettings) -> str | None:
             if getattr(settings, name) == value:
                 return (f"{name} {value} is not available in video mode (PPVD has no MoGe-2 and works at its own "
                         "square network size)")
+        if settings.uncertainty_samples > 1:
+            return (f"uncertainty_samples {settings.uncertainty_samples} is not available in video mode (the PPVD "
+                    "stream keeps one initial noise for the whole stream, so several samples per frame would need "
+                    "as many streams): set uncertainty_samples 1")
     if settings.depth_mode == "fixed_range" and not settings.near_m < settings.far_m:
         return f"fixed_range needs near_m < far_m; got near_m={settings.near_m}, far_m={settings.far_m}"
     return None

@@ -1,7 +1,8 @@
 """The depth node's per-frame path without a node, shared by ``depth_node`` and ``ppd-bag-eval``.
 
 Image message -> RGB (``read_frame``) -> [model] -> reference alignment -> decoding -> flying-pixel filter ->
-the depth Image, CameraInfo and PointCloud2 the node publishes (``finish_frame``). ROS message types
+uncertainty filter -> the depth Image, CameraInfo, PointCloud2 and (with several samples) uncertainty Image
+the node publishes (``finish_frame``). ROS message types
 only (no rclpy node). The model step belongs to the mode (``processors``: PPD per image, or the PPVD
 stream), which calls these two functions around it.
 """
@@ -19,6 +20,7 @@ from std_msgs.msg import Header
 from ..geometry.decoding import DepthDecoder, ReferenceAlignedDecoder, decoder_parameter_names, make_decoder
 from ..geometry.filters import flying_pixel_mask
 from ..geometry.projection import pixel_intrinsics, scale_intrinsics
+from ..geometry.uncertainty import published_uncertainty, sample_spread, uncertain_mask
 from ..inference.pipeline import DepthPrediction
 from .conversions import (
     ConversionError,
@@ -29,6 +31,7 @@ from .conversions import (
     image_to_array,
     image_to_depth,
     message_to_rgb8,
+    msg_buffer,
     nonfinite_pixels,
     pinhole_camera_info,
     scaled_camera_info,
@@ -91,6 +94,13 @@ class ProcessedFrame:
         nonfinite_pixels: NaN/inf pixels of a 32FC1 source image, read as 0 (0 for other encodings).
         sparse_error: why the given sparse message could not be read ('' if read or none given); the
             frame then decodes as without one.
+        uncertainty: (h, w) float32 ``geometry.uncertainty.published_uncertainty`` of the samples the
+            prediction had (metres if ``is_metric``, else relative to the depth; NaN exactly where
+            ``depth_msg`` is invalid, +inf where some samples decode invalid and others not), or None
+            without samples (uncertainty_samples 1, video mode).
+        uncertainty_msg: the ``depth/uncertainty`` message (32FC1, ``depth_msg``'s header and size), or None.
+        uncertainty_samples: how many samples ``uncertainty`` was computed from (0 without).
+        uncertain_pixels_removed: pixels set to NaN by the uncertainty filter (uncertainty_threshold).
     """
 
     header: Header
@@ -108,6 +118,10 @@ class ProcessedFrame:
     messages_ms: float = 0.0
     nonfinite_pixels: int = 0
     sparse_error: str = ""
+    uncertainty: np.ndarray | None = None
+    uncertainty_msg: Image | None = None
+    uncertainty_samples: int = 0
+    uncertain_pixels_removed: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,13 +175,21 @@ def read_frame(image: Image | CompressedImage, info: CameraInfo | None, max_pixe
 def finish_frame(frame: ReadFrame, prediction: DepthPrediction, settings: FrameSettings,
              sparse: Image | None = None, want_points: bool = True) -> ProcessedFrame:
     """The post-model path of one frame, shared by image and video mode: intrinsics, reference
-    alignment, decoding, flying-pixel filter and the output messages (with the frame's header).
+    alignment, decoding, flying-pixel filter, uncertainty and its filter, and the output messages (with
+    the frame's header).
+
+    With samples (``prediction.samples`` / ``processing_samples``, as ``depth`` / ``processing_depth`` by
+    output_resolution): their spread is ``sample_spread`` with the frame's decoder after its update (each
+    sample decoded as the mean is); after the flying-pixel filter, with uncertainty_threshold > 0, the
+    pixels whose relative spread is above it become NaN (``uncertain_mask``); the published uncertainty
+    is computed on the final depth.
 
     Args:
         frame: the frame as ``read_frame`` gave it.
         prediction: the model's normalised log-depth of ``frame.rgb`` (``depth`` at the image size;
-            ``processing_depth`` and ``metric_reference`` as the modes in use need them) and its
-            ``timings_ms`` (preprocess, semantics, sampling, postprocess).
+            ``processing_depth`` and ``metric_reference`` as the modes in use need them), its
+            ``timings_ms`` (preprocess, semantics, sampling, postprocess) and, when it drew several,
+            its ``samples`` (N, H, W) and ``processing_samples`` (N, h, w) (None or absent: one sample).
         settings: the node settings and depth decoder (its state is updated, if it keeps one).
         sparse: the sensor depth (REP 118 Image) for this frame in depth_mode sparse_topic; None = none.
         want_points: whether to build the point cloud (also needs publish_points).
@@ -186,12 +208,18 @@ def finish_frame(frame: ReadFrame, prediction: DepthPrediction, settings: FrameS
     if isinstance(decoder, ReferenceAlignedDecoder):
         n, reference, sparse_error = _reference(decoder.mode, prediction, sparse)
         decoder.update(n, reference)
-    normalised = prediction.depth if node.output_resolution == "input" else prediction.processing_depth
+    at_input = node.output_resolution == "input"
+    normalised = prediction.depth if at_input else prediction.processing_depth
+    samples = getattr(prediction, "samples" if at_input else "processing_samples", None)
     depth = decoder(normalised)
-    flying = 0
+    spread = sample_spread(decoder, samples) if samples is not None else None
+    flying = uncertain = 0
     if node.flying_pixel_threshold > 0:
         mask = flying_pixel_mask(depth, node.flying_pixel_threshold)
         depth[mask], flying = np.nan, int(mask.sum())
+    if spread is not None and node.uncertainty_threshold > 0:
+        mask = uncertain_mask(spread, depth, node.uncertainty_threshold)
+        depth[mask], uncertain = np.nan, int(mask.sum())
     out_h, out_w = depth.shape
     K_out, P_out = scale_intrinsics(K, P, out_w / width, out_h / height)
     postprocessed = time.perf_counter()
@@ -199,6 +227,12 @@ def finish_frame(frame: ReadFrame, prediction: DepthPrediction, settings: FrameS
     # 2. Output messages, all with the source image's header.
     header = frame.image.header
     depth_msg = depth_to_image(depth, header, node.output_encoding)
+    uncertainty = uncertainty_msg = None
+    if spread is not None:
+        uncertainty = published_uncertainty(spread, depth, decoder.is_metric)
+        if node.output_encoding == "16UC1":  # NaN also where the depth rounds to 0 mm or beyond 16 bits
+            uncertainty[image_to_array(depth_msg) == 0] = np.nan
+        uncertainty_msg = uncertainty_image(uncertainty, header)
     info_msg = scaled_camera_info(info, K_out, P_out, out_w, out_h, header)
     points_msg = None
     if node.publish_points and want_points:
@@ -222,8 +256,20 @@ def finish_frame(frame: ReadFrame, prediction: DepthPrediction, settings: FrameS
             "postprocess_ms": timings["postprocess"] + (postprocessed - start) * 1e3,
         },
         messages_ms=(packed - postprocessed) * 1e3, nonfinite_pixels=frame.nonfinite_pixels,
-        sparse_error=sparse_error,
+        sparse_error=sparse_error, uncertainty=uncertainty, uncertainty_msg=uncertainty_msg,
+        uncertainty_samples=0 if samples is None else len(samples), uncertain_pixels_removed=uncertain,
     )
+
+
+def uncertainty_image(uncertainty: np.ndarray, header: Header) -> Image:
+    """The ``depth/uncertainty`` Image: 32FC1 (little-endian, unpadded rows) of ``uncertainty`` as is, NaN
+    and +inf kept (``depth_to_image`` would turn +inf, samples that disagree on whether there is depth,
+    into NaN, which here means "no depth")."""
+    data, pixels = msg_buffer(uncertainty.shape, "<f4")
+    np.copyto(pixels, uncertainty, casting="same_kind")
+    height, width = uncertainty.shape
+    return Image(header=header, height=height, width=width, encoding="32FC1", is_bigendian=0,
+                 step=pixels.strides[0], data=data)
 
 
 def _reference(mode: str, prediction: DepthPrediction, sparse: Image | None) -> tuple[np.ndarray, np.ndarray, str]:

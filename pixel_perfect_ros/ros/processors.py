@@ -141,6 +141,7 @@ class ImageProcessor(FrameProcessor):
         self.model.steps = settings.steps
         self.model.target_area = settings.target_area
         self.model.seed = None if settings.seed < 0 else settings.seed
+        self.model.samples = settings.uncertainty_samples  # N > 1: samples (and so depth/uncertainty) per frame
 
     def refusal(self, settings: NodeSettings, current: NodeSettings) -> str | None:
         uses_moge2 = [f"{name} moge2" for name in ("depth_mode", "intrinsics_source")
@@ -265,7 +266,10 @@ def video_stream(model, settings: NodeSettings) -> StreamingVideoDepth:
 
 def make_processor(loaded: LoadedModel, settings: NodeSettings,
                    on_reset: Callable[[str, str], None] | None = None) -> FrameProcessor:
-    """The processor of the loaded model's mode (``on_reset``: see ``VideoProcessor``)."""
+    """The processor of the loaded model's mode (``on_reset``: see ``VideoProcessor``); in image mode the
+    model draws ``settings.uncertainty_samples`` samples per frame (``check_settings`` refuses more than
+    one in video mode)."""
     if not loaded.request.video:
+        loaded.model.samples = settings.uncertainty_samples
         return ImageProcessor(loaded.model)
     return VideoProcessor(video_stream(loaded.model, settings), on_reset)
