@@ -166,10 +166,11 @@ def run(args: argparse.Namespace, command: str) -> int:
                                  "abs_error_m": s.abs_error_m} for s in values] for n, values in scores.items()}}
     print(f"`{command}`\n\n{args.scenes} held-out scenes at {width}x{height}, {loaded.name}, {args.steps} steps; "
           f"{machine()}\n\n{format_tables(summary, cost)}")
-    if args.figure:
-        write_figure(args.figure, data["rgb"][0], data["depth"][0], samples[0])
     if args.json:
         write_json_atomic(args.json, result)
+    if args.figure:
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        write_figure(args.figure, data["rgb"][0], data["depth"][0], samples[0])
     return 0
 
 

@@ -44,13 +44,13 @@ def test_a_spread_that_follows_the_error_ranks_it_better_than_chance(scene):
 
 def test_the_smoke_run_prints_the_tables_and_writes_the_json(tmp_path, capsys):
     out = tmp_path / "uncertainty.json"
-    assert bench_uncertainty.main(["--smoke", "--json", str(out), "--figure", str(tmp_path / "u.png")]) == 0
+    assert bench_uncertainty.main(["--smoke", "--json", str(out), "--figure", str(tmp_path / "figures" / "u.png")]) == 0
     printed = capsys.readouterr().out
     assert "| N | AUSE spread |" in printed and "| removed by |" in printed and "| N | ms / frame |" in printed
     result = json.loads(out.read_text())
     assert set(result["summary"]) == {"2", "3"} and set(result["cost_ms"]) == {"1", "2", "4", "8"}
     assert all(np.isfinite(row["ause"]["spread"]) for row in result["summary"].values())
-    assert (tmp_path / "u.png").stat().st_size > 0
+    assert (tmp_path / "figures" / "u.png").stat().st_size > 0  # its folder made
 
 
 def test_one_sample_is_refused(capsys):
