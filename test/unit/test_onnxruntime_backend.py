@@ -2,10 +2,10 @@
 options, the providers that really started (real CPU onnxruntime, and a stand-in for GPU builds)."""
 import os
 import stat
-import types
 
 import pytest
 import torch
+from fake_onnxruntime import FakeOrt
 from torch import nn
 
 from pixel_perfect_ros.inference import bundled, onnx_export
@@ -98,27 +98,6 @@ def test_provider_options_keep_the_device_and_configure_tensorrt(tmp_path):
 
 
 # ---- providers that did not start (a stand-in onnxruntime-gpu) ----------------------------------
-
-class FakeOrt:
-    """The documented onnxruntime calls the backend makes; sessions 'run' on ``running[graph]``."""
-
-    def __init__(self, available, running):
-        self.available, self.running, self.sessions = available, running, []
-
-    def get_available_providers(self):
-        return list(self.available)
-
-    @staticmethod
-    def SessionOptions():
-        return types.SimpleNamespace()
-
-    def InferenceSession(self, path, session_options, providers, provider_options):
-        graph = "encoder" if "encoder" in path else "dit_step"
-        session = types.SimpleNamespace(path=path, providers=providers, provider_options=provider_options,
-                                        get_providers=lambda: list(self.running[graph]))
-        self.sessions.append(session)
-        return session
-
 
 @pytest.fixture
 def gpu_build(monkeypatch, tmp_path):

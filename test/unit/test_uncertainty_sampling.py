@@ -1,11 +1,11 @@
 """Several diffusion samples per image (PixelPerfectDepth ``samples``): each sample is the run of its own seed,
 one semantics pass per call, the DiT on a batch of N chunked by the backend's ``max_batch`` (never a
 fallback), N = 1 exactly as before, and the backends' batch limits. On the bundled model, CPU."""
-import types
 
 import numpy as np
 import pytest
 import torch
+from fake_onnxruntime import FakeOrt
 from torch import nn
 
 from pixel_perfect_ros.geometry.decoding import RelativeDecoder
@@ -224,23 +224,6 @@ def test_batch_limits_of_the_backends(model):
 TRT, CUDA, CPU_EP = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
-class FakeOrt:
-    """The onnxruntime calls the backend makes; both sessions 'run' on ``running``."""
-
-    def __init__(self, available, running):
-        self.available, self.running = available, running
-
-    def get_available_providers(self):
-        return list(self.available)
-
-    @staticmethod
-    def SessionOptions():
-        return types.SimpleNamespace()
-
-    def InferenceSession(self, path, session_options, providers, provider_options):
-        return types.SimpleNamespace(get_providers=lambda: list(self.running))
-
-
 @pytest.mark.parametrize("device, dtype, available, running, max_batch", [
     ("cpu", "fp32", [CPU_EP], [CPU_EP], onnx_export.MAX_BATCH),  # the exported graphs' range
     ("cuda:1", "fp16", [TRT, CUDA, CPU_EP], [CUDA, CPU_EP], onnx_export.MAX_BATCH),
@@ -250,7 +233,7 @@ def test_onnxruntime_batch_limit_is_what_its_sessions_take(monkeypatch, tmp_path
                                                            running, max_batch):
     monkeypatch.setattr(onnx_export, "exported_graphs",
                         lambda *args, **kwargs: (tmp_path / "encoder.onnx", tmp_path / "dit_step.onnx"))
-    monkeypatch.setattr(ortb, "import_onnxruntime", lambda: FakeOrt(available, running))
+    monkeypatch.setattr(ortb, "import_onnxruntime", lambda: FakeOrt(available, {"encoder": running, "dit_step": running}))
     backend = ortb.OnnxRuntimeBackend(nn.Identity(), nn.Identity(), torch.device(device), dtype,
                                       BackendOptions(engine_file_path=str(tmp_path / "engines")))
     assert backend.max_batch == max_batch
