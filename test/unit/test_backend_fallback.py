@@ -11,7 +11,6 @@ from pixel_perfect_ros.inference import bundled
 from pixel_perfect_ros.inference.backends import BackendOptions, create_backend
 from pixel_perfect_ros.inference.backends import tensorrt_backend
 from pixel_perfect_ros.inference.backends.fallback import FallbackBackend
-from pixel_perfect_ros.inference.backends.profiles import covers
 from pixel_perfect_ros.inference.backends.torch_backend import TorchBackend
 from pixel_perfect_ros.inference.interrupt import Interrupted
 from pixel_perfect_ros.inference.loader import ModelRequest, load_model
@@ -60,7 +59,7 @@ class CompiledBackend(CountingBackend):
     def shape_refusal(self, n, height, width):
         if n > 1:
             return f"the engines take batch 1, got {n}"
-        if not covers(self.options, height, width):
+        if height > self.options.max_height or width > self.options.max_width:
             return f"outside its shape range (up to {self.options.max_width}x{self.options.max_height})"
         return None
 

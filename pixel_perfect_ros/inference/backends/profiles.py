@@ -43,11 +43,6 @@ def expected_processing_sizes(target_area: int, cameras: Iterable[tuple[int, int
     return sizes
 
 
-def covers(options: BackendOptions, height: int, width: int) -> bool:
-    """Whether the range of ``options`` includes a height x width processing size."""
-    return height <= options.max_height and width <= options.max_width
-
-
 def options_covering(options: BackendOptions, sizes: Iterable[tuple[int, int]]) -> BackendOptions:
     """``options`` with the range widened to cover every (H, W) of ``sizes`` (never narrowed) and tuned
     for the first of them."""
