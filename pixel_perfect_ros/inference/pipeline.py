@@ -151,9 +151,8 @@ class PixelPerfectDepth(EulerSteps):
         # A fixed seed's noise is drawn once per (size, seed) and kept on the device: room for the N
         # seeds of one size (or NOISE_SHAPES_KEPT sizes of one sample, as before).
         capacity = max(NOISE_SHAPES_KEPT, samples)
-        if getattr(self, "_noise_capacity", None) != capacity:
+        if getattr(self, "_device_noise", None) is None or self._device_noise.capacity != capacity:
             self._device_noise = DeviceNoise(capacity)
-            self._noise_capacity = capacity
         self._samples = samples
 
     @property

@@ -61,6 +61,11 @@ class DeviceNoise:
     def __init__(self, capacity: int = NOISE_SHAPES_KEPT):
         self._cache: TensorCache[torch.Tensor] = TensorCache(capacity)
 
+    @property
+    def capacity(self) -> int:
+        """Latents kept."""
+        return self._cache.capacity
+
     def __call__(self, shape: Sequence[int], seed: int | None, device: torch.device | str) -> torch.Tensor:
         """(shape) float32 standard normal noise on ``device``; read-only when ``seed`` is not None."""
         device = torch.device(device)
