@@ -375,6 +375,14 @@ def depth_to_image(depth: np.ndarray, header: Header, encoding: str = "32FC1") -
     return _image(data, pixels, header, encoding)
 
 
+def float_image(values: np.ndarray, header: Header) -> Image:
+    """(H, W) float values as a 32FC1 Image (little-endian, unpadded rows), NaN and +-inf kept as they are
+    (``depth_to_image`` turns inf into NaN, "no depth"; in an uncertainty image inf has a meaning)."""
+    data, pixels = msg_buffer(values.shape, "<f4")
+    np.copyto(pixels, values, casting="same_kind")
+    return _image(data, pixels, header, "32FC1")
+
+
 def image_to_depth(msg: Image) -> np.ndarray:
     """A REP 118 depth Image as metres: the inverse of ``depth_to_image``.
 

@@ -27,11 +27,11 @@ from .conversions import (
     aspect_ratios_differ,
     camera_info_to_intrinsics,
     depth_to_image,
+    float_image,
     header_stamp_ns,
     image_to_array,
     image_to_depth,
     message_to_rgb8,
-    msg_buffer,
     nonfinite_pixels,
     pinhole_camera_info,
     scaled_camera_info,
@@ -232,7 +232,7 @@ def finish_frame(frame: ReadFrame, prediction: DepthPrediction, settings: FrameS
         uncertainty = published_uncertainty(spread, depth, decoder.is_metric)
         if node.output_encoding == "16UC1":  # NaN also where the depth rounds to 0 mm or beyond 16 bits
             uncertainty[image_to_array(depth_msg) == 0] = np.nan
-        uncertainty_msg = uncertainty_image(uncertainty, header)
+        uncertainty_msg = float_image(uncertainty, header)  # inf kept: samples disagree on validity
     info_msg = scaled_camera_info(info, K_out, P_out, out_w, out_h, header)
     points_msg = None
     if node.publish_points and want_points:
@@ -259,17 +259,6 @@ def finish_frame(frame: ReadFrame, prediction: DepthPrediction, settings: FrameS
         sparse_error=sparse_error, uncertainty=uncertainty, uncertainty_msg=uncertainty_msg,
         uncertainty_samples=0 if samples is None else len(samples), uncertain_pixels_removed=uncertain,
     )
-
-
-def uncertainty_image(uncertainty: np.ndarray, header: Header) -> Image:
-    """The ``depth/uncertainty`` Image: 32FC1 (little-endian, unpadded rows) of ``uncertainty`` as is, NaN
-    and +inf kept (``depth_to_image`` would turn +inf, samples that disagree on whether there is depth,
-    into NaN, which here means "no depth")."""
-    data, pixels = msg_buffer(uncertainty.shape, "<f4")
-    np.copyto(pixels, uncertainty, casting="same_kind")
-    height, width = uncertainty.shape
-    return Image(header=header, height=height, width=width, encoding="32FC1", is_bigendian=0,
-                 step=pixels.strides[0], data=data)
 
 
 def _reference(mode: str, prediction: DepthPrediction, sparse: Image | None) -> tuple[np.ndarray, np.ndarray, str]:
