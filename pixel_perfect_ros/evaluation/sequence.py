@@ -188,7 +188,7 @@ class Evaluation:
         if keep.sum() < 3:
             return dict.fromkeys(names, math.nan)
         error = np.abs(pred[keep] - gt[keep]).astype(np.float64)
-        score = np.minimum(uncertainty[keep].astype(np.float64), np.finfo(np.float64).max)  # +inf: first
+        score = uncertainty[keep].astype(np.float64)  # +inf ranks first
         order = np.random.default_rng(self.seed).random(error.shape)
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scipy's warning for a constant input: NaN

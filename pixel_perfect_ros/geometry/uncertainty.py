@@ -65,10 +65,11 @@ def uncertain_mask(spread: np.ndarray, depth: np.ndarray, threshold: float) -> n
 
 
 def _ranked_errors(error: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Errors of the pixels where both are finite, ordered from the highest ``score`` to the lowest."""
-    keep = np.isfinite(error) & np.isfinite(score)
+    """Errors of the pixels with a finite error and a score (not NaN), ordered from the highest ``score``
+    to the lowest (+inf first)."""
+    keep = np.isfinite(error) & ~np.isnan(score)
     if not keep.any():
-        raise ValueError("no pixel has both a finite error and a finite uncertainty")
+        raise ValueError("no pixel has both a finite error and an uncertainty")
     error, score = error[keep].astype(np.float64), score[keep].astype(np.float64)
     return error[np.argsort(-score, kind="stable")]
 
@@ -76,7 +77,8 @@ def _ranked_errors(error: np.ndarray, score: np.ndarray) -> np.ndarray:
 def sparsification_curve(error: np.ndarray, uncertainty: np.ndarray,
                          fractions: Sequence[float] = SPARSIFICATION_FRACTIONS) -> np.ndarray:
     """Mean ``error`` of the pixels left after removing each fraction of them, the most ``uncertain``
-    first: (len(fractions),) float64. Pixels where either is not finite are left out."""
+    first (+inf: samples that disagree on validity, the most uncertain): (len(fractions),) float64. Pixels
+    without a finite error or without an uncertainty (NaN) are left out."""
     ranked = _ranked_errors(np.asarray(error), np.asarray(uncertainty))
     suffix_mean = np.cumsum(ranked[::-1])[::-1] / np.arange(len(ranked), 0, -1)  # mean of ranked[i:]
     starts = np.minimum((np.asarray(fractions) * len(ranked)).astype(int), len(ranked) - 1)
@@ -87,13 +89,14 @@ def ause(error: np.ndarray, uncertainty: np.ndarray, fractions: Sequence[float] 
     """Area between the sparsification curve of ``uncertainty`` and the oracle's (``error`` itself),
     mean over ``fractions``: 0 for a ranking as good as the error's own, larger is worse."""
     curve = sparsification_curve(error, uncertainty, fractions)
-    oracle = sparsification_curve(error, np.where(np.isfinite(uncertainty), error, np.nan), fractions)
+    oracle = sparsification_curve(error, np.where(np.isnan(uncertainty), np.nan, error), fractions)
     return float(np.mean(curve - oracle))
 
 
 def spearman(error: np.ndarray, uncertainty: np.ndarray) -> float:
-    """Spearman rank correlation of ``uncertainty`` and ``error`` over the pixels where both are finite."""
-    keep = np.isfinite(error) & np.isfinite(uncertainty)
+    """Spearman rank correlation of ``uncertainty`` (+inf ranking highest) and ``error`` over the pixels
+    with a finite error and an uncertainty (not NaN)."""
+    keep = np.isfinite(error) & ~np.isnan(uncertainty)
     if keep.sum() < 3:
-        raise ValueError("need at least 3 pixels with a finite error and uncertainty")
+        raise ValueError("need at least 3 pixels with a finite error and an uncertainty")
     return float(spearmanr(uncertainty[keep], error[keep]).statistic)

@@ -76,6 +76,14 @@ def test_the_sparsification_curve_falls_for_a_good_ranking_and_starts_at_the_mea
     np.testing.assert_allclose(sparsification_curve(with_nan, np.append(error, 1.0), (0.0,)), [error.mean()])
 
 
+def test_infinite_uncertainty_ranks_first_and_nan_is_left_out():
+    error = np.array([5.0, 1.0, 2.0, 3.0, 9.0])
+    uncertainty = np.array([np.inf, 1.0, 2.0, 3.0, np.nan])
+    assert ause(error, uncertainty) == pytest.approx(0.0, abs=1e-12)  # inf first: the largest kept error
+    np.testing.assert_allclose(sparsification_curve(error, uncertainty, (0.0, 0.25)), [11 / 4, 2.0])
+    assert spearman(error, uncertainty) == pytest.approx(1.0)
+
+
 def test_spearman_is_the_rank_correlation_over_finite_pixels():
     error = np.array([1.0, 2.0, 3.0, 4.0, np.nan])
     assert spearman(error, np.array([10.0, 20.0, 30.0, 40.0, 1.0])) == pytest.approx(1.0)
