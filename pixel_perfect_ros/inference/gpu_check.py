@@ -45,7 +45,7 @@ from ..model.dit import SEMANTICS_DIM, DiT
 from ..model.random_weights import randomize_
 from ..model.semantics import DepthAnythingV2Semantics
 from .backends import BackendOptions, BackendUnavailable
-from .backends.base import backend_class
+from .backends.base import backend_class, error_summary
 from .benchmark import BASELINE, Row, StageRun, build_models, depth_deviation, fill_times, measure
 from .benchmark_report import device_label, format_tables
 from .flops import Peak, device_peak
@@ -136,12 +136,6 @@ MODELS: dict[str, Callable[[torch.device], tuple[nn.Module, nn.Module]]] = {
 def config_name(config: Config) -> str:
     """``backend:dtype``."""
     return ":".join(config)
-
-
-def _error_reason(error: BaseException) -> str:
-    """``Type: first line of the message`` (the type alone for an empty message)."""
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _tail(text: str) -> str:
@@ -267,7 +261,7 @@ def run_config(config: Config, plan: Plan, work_dir: Path) -> int:
         peak = measure_config(row, plan, work_dir)
         result["peak"] = None if peak is None else asdict(peak)
     except Exception as error:  # reported in the result; the parent goes on with the next configuration
-        row.status = f"failed: {_error_reason(error)}"
+        row.status = f"failed: {error_summary(error, first_line=True)}"
         result["error"] = _tail(traceback.format_exc())
     result["row"] = asdict(row)
     path = result_paths(work_dir, config)[0]

@@ -28,6 +28,7 @@ from torch import nn
 from ..geometry.decoding import make_decoder
 from ..geometry.filters import remove_flying_pixels
 from ..inference.backends import BackendOptions, create_backend
+from ..inference.backends.base import error_summary
 from ..inference.benchmark import BASELINE, Row, fill_row, measure
 from ..inference.flops import Peak
 from ..inference.preprocess import image_to_tensor, resize_to_processing
@@ -95,12 +96,6 @@ def run_stages(backend, frame: Frame, timesteps: list[int],
     return timer.ms, n
 
 
-def _reason(error: BaseException) -> str:
-    """``Type: first line of the message`` (the type alone for an empty message)."""
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
 def _fallback_reason(name: str, fallback: str) -> str:
     """The why of ``create_backend``'s fallback message ("backend X unavailable (why); running torch instead")."""
     head, tail = f"backend {name} unavailable (", "); running torch instead"
@@ -128,7 +123,7 @@ def run_all(dit: nn.Module, encoder: nn.Module, peaks: dict[str, Peak], device: 
             backend, fallback = create_backend(name, dit, encoder, device, dtype, options)
             status = f"unavailable: {_fallback_reason(name, fallback)}" if fallback else "ok"
         except Exception as error:  # a backend whose module or package is missing is reported, not fatal
-            backend, status = None, f"unavailable: {_reason(error)}"
+            backend, status = None, f"unavailable: {error_summary(error, first_line=True)}"
         for height, width in sizes:
             if status != "ok":
                 rows.append(Row(name, dtype, height, width, None, status))
@@ -141,7 +136,7 @@ def run_all(dit: nn.Module, encoder: nn.Module, peaks: dict[str, Peak], device: 
                     stage_ms, row.peak_mib, depth = measure(partial(run_stages, backend, frame, device=device), n,
                                                             device, repeats, warmup)
                 except Exception as error:
-                    row.status = f"failed: {_reason(error)}"
+                    row.status = f"failed: {error_summary(error, first_line=True)}"
                     continue
                 if getattr(backend, "fallback", ""):  # it failed on a frame and torch ran instead: not its row
                     row.status = status = f"failed: {backend.fallback}"

@@ -45,3 +45,5 @@ def test_error_summary_names_the_type_and_the_message():
         "NotADirectoryError: [Errno 20] Not a directory: '/a/b'")
     assert error_summary(RuntimeError("engine did not deserialize")) == "RuntimeError: engine did not deserialize"
     assert error_summary(RuntimeError()) == "RuntimeError"
+    assert error_summary(RuntimeError("out of memory\nmore"), first_line=True) == "RuntimeError: out of memory"
+    assert error_summary(RuntimeError("out of memory\nmore")) == "RuntimeError: out of memory\nmore"

@@ -131,6 +131,8 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
 
 
-def error_summary(error: BaseException) -> str:
-    """``Type: message`` of an exception (the type alone for an empty message), for fallback reasons."""
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+def error_summary(error: BaseException, first_line: bool = False) -> str:
+    """``Type: message`` of an exception (the type alone for an empty message), for fallback reasons;
+    with ``first_line``, only the message's first line (a table cell)."""
+    text = str(error).splitlines()[0] if first_line and str(error) else str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
